@@ -1,0 +1,108 @@
+"""SB3 callbacks that log a continual run per game and checkpoint it at segment ends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
+from envs.scores import human_normalized_score
+
+
+class ContinualLoggingCallback(BaseCallback):
+    """TensorBoard scalars of a game stream, namespaced like SB3's.
+
+    ``game/<Game>/score`` (raw, unclipped episode score), ``game/<Game>/hns`` (human-normalised score) and
+    ``game/<Game>/ep_len`` at each episode end; ``sequence/segment``, ``task/<k>/epsilon`` and
+    ``time/frames_per_second``. SB3 writes ``train/loss``, ``time/fps`` and ``rollout/*`` itself.
+    """
+
+    def __init__(self, frame_skip: int = 4) -> None:
+        super().__init__()
+        self.frame_skip = frame_skip
+        self.last_scores: dict[str, list[float]] = {}
+        self._t0 = 0.0
+        self._steps0 = 0
+
+    def _on_training_start(self) -> None:
+        self._t0, self._steps0 = time.perf_counter(), self.num_timesteps
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]
+        episode = info.get("episode")
+        if episode is not None:
+            game, score = info["game"], float(episode["r"])
+            self.logger.record(f"game/{game}/score", score)
+            self.logger.record(f"game/{game}/hns", human_normalized_score(game, score))
+            self.logger.record(f"game/{game}/ep_len", int(episode["l"]))
+            self.last_scores.setdefault(game, []).append(score)
+            self._record_rates()
+        if info.get("segment_end"):
+            self._record_rates()
+            self.logger.dump(self.num_timesteps)
+        return True
+
+    def _record_rates(self) -> None:
+        self.logger.record("sequence/segment", self.locals["infos"][0]["segment"])
+        for task, steps in self.model.epsilon.steps.items():
+            self.logger.record(f"task/{task}/epsilon", self.model.epsilon.value(task))
+            self.logger.record(f"task/{task}/steps", steps)
+        elapsed = time.perf_counter() - self._t0
+        if elapsed > 0:
+            self.logger.record(
+                "time/frames_per_second", (self.num_timesteps - self._steps0) * self.frame_skip / elapsed
+            )
+
+
+class StopAtStepCallback(BaseCallback):
+    """Stops ``learn`` at exactly ``last_step`` agent steps.
+
+    SB3 collects ``train_freq`` steps per rollout and only then compares with ``total_timesteps``, so a sequence whose
+    length is not a multiple of ``train_freq`` (or a resume from a segment end) would step past its last segment.
+    """
+
+    def __init__(self, last_step: int) -> None:
+        super().__init__()
+        self.last_step = last_step
+
+    def _on_step(self) -> bool:
+        return self.num_timesteps < self.last_step
+
+
+class SegmentCheckpointCallback(BaseCallback):
+    """Saves the model at every segment end and every ``every`` agent steps (0: segment ends only).
+
+    ``keep`` > 0 keeps only the newest ``keep`` periodic checkpoints; segment-end checkpoints are always kept because
+    evaluation of retention reads them.
+    """
+
+    def __init__(
+        self, directory: Path, segment_ends: list[int], every: int = 0, keep: int = 0, save_replay: bool = False
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.segment_end_steps = set(segment_ends)
+        self.every, self.keep, self.save_replay = every, keep, save_replay
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps in self.segment_end_steps or (self.every and self.num_timesteps % self.every == 0):
+            self.save()
+        return True
+
+    def save(self) -> Path:
+        path = checkpoint_path(self.directory, self.num_timesteps)
+        write_atomically(path, self.model.save)
+        if self.save_replay:
+            write_atomically(replay_path(path), self.model.save_replay_buffer)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        if not self.keep:
+            return
+        periodic = [p for step, p in list_checkpoints(self.directory) if step not in self.segment_end_steps]
+        for path in periodic[: -self.keep]:
+            path.unlink(missing_ok=True)
+            replay_path(path).unlink(missing_ok=True)

@@ -1,0 +1,258 @@
+"""Run configuration: YAML files and ``key.sub=value`` overrides, validated into dataclasses.
+
+Every field has a type and a one-line meaning; a misspelled key, a wrong type or an out-of-range value is a
+``ConfigError`` that names the key, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from envs.atari import AtariSettings
+from envs.games import canonical_game
+from envs.sequence import GameSequence, Segment, random_sequence
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the fix."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # prefix of the run directory's name
+    seed: int = 0  # seeds torch, numpy, the action-space sampler and the environments
+    device: str = "auto"  # torch device: auto | cpu | cuda
+    checkpoint_every: int = 10_000  # agent steps between periodic checkpoints (0: only at segment ends)
+    keep_checkpoints: int = 0  # newest periodic checkpoints kept (0: keep all); segment-end ones are always kept
+    save_replay: bool = False  # also save the replay buffers with each checkpoint (large)
+    progress_bar: bool = True  # show a progress bar over the whole sequence
+
+    def __post_init__(self) -> None:
+        _at_least("run.checkpoint_every", self.checkpoint_every, 0)
+        _at_least("run.keep_checkpoints", self.keep_checkpoints, 0)
+
+
+@dataclass
+class RandomSequenceConfig:
+    """A seeded random order of games drawn from a pool, each visited several times (the EWC paper's protocol)."""
+
+    pool: list[str] = field(default_factory=list)  # games to draw from
+    n_games: int = 10  # how many games of the pool are used
+    visits_per_game: int = 3  # segments per game
+    steps_per_segment: int = 5_000_000  # agent steps per segment (5M agent steps = 20M frames, as in the paper)
+    seed: int = 0  # seed of the draw and of the order
+
+
+@dataclass
+class SequenceConfig:
+    segments: list[dict] = field(default_factory=list)  # explicit [{game: Pong, steps: 5000}, ...]
+    random: RandomSequenceConfig | None = None  # or a random sequence (exactly one of the two)
+
+    def build(self) -> GameSequence:
+        if bool(self.segments) == (self.random is not None):
+            raise ConfigError("sequence: give exactly one of 'sequence.segments' (a list) or 'sequence.random'")
+        if self.random is not None:
+            r = self.random
+            try:
+                return random_sequence(r.pool, r.n_games, r.visits_per_game, r.steps_per_segment, r.seed)
+            except ValueError as err:
+                raise ConfigError(f"sequence.random: {err}") from err
+        segments = []
+        for i, seg in enumerate(self.segments):
+            if not isinstance(seg, dict) or set(seg) != {"game", "steps"}:
+                raise ConfigError(f"sequence.segments[{i}] must be a mapping with keys 'game' and 'steps', got {seg!r}")
+            if not isinstance(seg["steps"], int) or isinstance(seg["steps"], bool) or seg["steps"] <= 0:
+                raise ConfigError(f"sequence.segments[{i}].steps must be a positive integer, got {seg['steps']!r}")
+            try:
+                segments.append(Segment(canonical_game(str(seg["game"])), seg["steps"]))
+            except ValueError as err:
+                raise ConfigError(f"sequence.segments[{i}].game: {err}") from err
+        return GameSequence(segments)
+
+
+@dataclass
+class AgentConfig:
+    network: Literal["nature", "ewc"] = "nature"  # Nature CNN, or the EWC paper's conv 32/64/128 + fc 1024
+    gains: Literal["element", "channel"] = "element"  # shape of the per-task gains/biases of conv layers
+    double_dqn: bool = True  # Double-DQN target (van Hasselt et al. 2016), as the EWC paper's agent
+    learning_rate: float = 1e-4  # Adam step size
+    gamma: float = 0.99  # discount
+    batch_size: int = 32  # minibatch size of each update
+    buffer_size: int = 50_000  # transitions per task's replay buffer (the EWC paper: 50k per task)
+    learning_starts: int = 50_000  # transitions a task's buffer holds before it is trained (per task)
+    train_freq: int = 4  # agent steps between updates
+    gradient_steps: int = 1  # updates every train_freq steps
+    target_update_interval: int = 10_000  # agent steps between target-network syncs
+    exploration_initial_eps: float = 1.0  # ε at a task's first step
+    exploration_final_eps: float = 0.01  # ε after annealing
+    exploration_steps: int = 1_000_000  # agent steps of annealing, counted per task
+    max_grad_norm: float = 10.0  # gradient clipping
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "buffer_size", "train_freq", "gradient_steps", "target_update_interval"):
+            _at_least(f"agent.{name}", getattr(self, name), 1)
+        _at_least("agent.learning_starts", self.learning_starts, 0)
+        _at_least("agent.exploration_steps", self.exploration_steps, 0)
+        for name in ("exploration_initial_eps", "exploration_final_eps", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"agent.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
+            raise ConfigError("agent.learning_rate and agent.max_grad_norm must be > 0")
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(
+                f"agent.batch_size ({self.batch_size}) is larger than agent.buffer_size ({self.buffer_size}): "
+                "lower the batch or enlarge the buffer"
+            )
+
+
+@dataclass
+class TaskConfig:
+    source: Literal["oracle"] = "oracle"  # where the task id comes from: the true game ('oracle')
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: AtariSettings = field(default_factory=AtariSettings)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
+    """Read a YAML config, apply ``key.sub=value`` overrides, validate. Raises ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/default.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    for override in overrides:
+        apply_override(data, override)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    config = _build(Config, data, "")
+    config.sequence.build()  # validates games and steps now rather than at the first switch
+    return config
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b.c=value`` override (``sequence.segments.0.steps=500`` indexes a list); YAML-parsed value."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form key.sub=value (for example agent.batch_size=64)")
+    *parents, leaf = key.strip().split(".")
+    node: Any = data
+    for part in parents:
+        if isinstance(node, list):
+            node = node[_list_index(node, part, override)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {override!r}: value is not valid YAML: {err}") from err
+    if isinstance(node, list):
+        node[_list_index(node, leaf, override)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"override {override!r}: {parents[-1]!r} is not a section")
+
+
+def _list_index(items: list, part: str, override: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"override {override!r}: {part!r} is not an index of a list of {len(items)} item(s)")
+    return int(part)
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        kwargs[key] = _coerce(hints[key], value, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from err
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _coerce(inner, value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise AssertionError(f"config field {where} has an unsupported type {hint!r}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")

@@ -1,0 +1,70 @@
+"""Q-networks with task-specific gains and biases after every layer.
+
+Two convolutional torsos, both over 4×84×84 stacked frames:
+- ``nature``: Mnih et al. (Nature 2015): conv 32·8×8/4, 64·4×4/2, 64·3×3/1, fully connected 512.
+- ``ewc``: the EWC paper's Atari network (Kirkpatrick et al. 2017, supplementary): conv 32/64/128 with the same
+  kernels and strides, fully connected 1024.
+Every layer's pre-activation, the Q-value layer included, passes through a ``TaskAffine`` (see
+``cl_rl.task_modulation``). They slot into SB3's ``QNetwork`` so that ``predict``, ``save`` and ``load`` work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.dqn.policies import QNetwork
+from torch import nn
+
+from cl_rl.task_modulation import TaskAffine
+
+NetworkName = Literal["nature", "ewc"]
+GainShape = Literal["element", "channel"]
+
+# (out_channels, kernel, stride) per conv layer, then the width of the fully connected layer.
+ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    "ewc": (((32, 8, 4), (64, 4, 2), (128, 3, 1)), 1024),
+}
+
+
+class TaskModulatedCNN(BaseFeaturesExtractor):
+    """Convolutional torso with a ``TaskAffine`` after each layer (before its ReLU).
+
+    ``gains='element'`` gives one gain and bias per element of each feature map (the EWC paper's "per-element
+    gains"); ``'channel'`` shares them across a map's spatial positions (fewer parameters per task).
+    """
+
+    def __init__(self, observation_space: spaces.Box, network: NetworkName = "nature", gains: GainShape = "element"):
+        if network not in ARCHITECTURES:
+            raise ValueError(f"unknown network {network!r}; choose one of {sorted(ARCHITECTURES)}")
+        if gains not in ("element", "channel"):
+            raise ValueError(f"gains must be 'element' or 'channel', got {gains!r}")
+        convs, fc_width = ARCHITECTURES[network]
+        super().__init__(observation_space, features_dim=fc_width)
+        layers: list[nn.Module] = []
+        shape = tuple(observation_space.shape)
+        in_channels = shape[0]
+        probe = torch.zeros(1, *shape)
+        for out_channels, kernel, stride in convs:
+            conv = nn.Conv2d(in_channels, out_channels, kernel, stride)
+            probe = conv(probe)
+            affine_shape = tuple(probe.shape[1:]) if gains == "element" else (out_channels, 1, 1)
+            layers += [conv, TaskAffine(affine_shape), nn.ReLU()]
+            in_channels = out_channels
+        layers += [nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), TaskAffine((fc_width,)), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.net(observations)
+
+
+class TaskModulatedQNetwork(QNetwork):
+    """SB3 ``QNetwork`` whose output layer also carries per-task gains and biases."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        n_actions = int(self.action_space.n)
+        self.q_net = nn.Sequential(nn.Linear(self.features_dim, n_actions), TaskAffine((n_actions,)))

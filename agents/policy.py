@@ -1,0 +1,55 @@
+"""SB3 DQN policy over a task-modulated Q-network, with task bookkeeping on both online and target nets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
+
+from agents.networks import TaskModulatedCNN, TaskModulatedQNetwork
+from cl_rl.task_modulation import add_task, set_task, task_affine_layers
+
+
+class ContinualDQNPolicy(DQNPolicy):
+    """``DQNPolicy`` whose networks have per-task gains and biases (``network``: 'nature' or 'ewc').
+
+    A new task gets fresh gains/biases in the online and target networks; the online ones join the optimiser as a
+    parameter group of their own, so the optimiser's state lines up again after ``load`` re-creates the same tasks.
+    """
+
+    def __init__(self, *args: Any, network: str = "nature", gains: str = "element", **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", TaskModulatedCNN)
+        kwargs.setdefault("features_extractor_kwargs", {"network": network, "gains": gains})
+        kwargs.setdefault("net_arch", [])
+        self.network, self.gains = network, gains
+        super().__init__(*args, **kwargs)
+
+    def make_q_net(self) -> TaskModulatedQNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return TaskModulatedQNetwork(**net_args).to(self.device)
+
+    @property
+    def n_tasks(self) -> int:
+        return task_affine_layers(self.q_net)[0].n_tasks
+
+    def add_task(self) -> int:
+        """Create gains/biases for one more task in both networks; returns the new task's id."""
+        new_params = add_task(self.q_net)
+        add_task(self.q_net_target)
+        self.optimizer.add_param_group({"params": new_params})
+        return self.n_tasks - 1
+
+    def set_task(self, task: int) -> None:
+        """Make ``task``'s gains and biases the active ones in the online and target networks."""
+        set_task(self.q_net, task)
+        set_task(self.q_net_target, task)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(network=self.network, gains=self.gains)
+        return data
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,48 @@
+"""The hook through which consolidation terms enter the agent's loss.
+
+A continual agent minimises  L(θ) = L_TD(θ) + Σ_r R_r(θ; t)  while training task t, where each regulariser R_r
+protects earlier tasks: EWC's quadratic penalty (Kirkpatrick et al. 2017, eq. 3), online EWC (Schwarz et al. 2018,
+eq. 9), MAS (Aljundi et al. 2018), or a distillation term of generative replay. The agent calls ``penalty`` in every
+update and ``on_task_switch`` whenever the current task id changes; everything else is the regulariser's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Regularizer(Protocol):
+    """A loss term that depends on the current task id."""
+
+    name: str
+
+    def penalty(self, current_task: int) -> torch.Tensor | None:
+        """The term to add to the loss while training ``current_task`` (None when it is inactive)."""
+        ...
+
+    def on_task_switch(self, left_task: int, entered_task: int) -> dict[str, float]:
+        """Consolidate what was learnt on ``left_task``; returns statistics to log."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def total_penalty(
+    regularizers: Iterable[Regularizer], current_task: int
+) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """Sum of the active penalties and each one's value (for logging)."""
+    total: torch.Tensor | None = None
+    values: dict[str, float] = {}
+    for reg in regularizers:
+        term = reg.penalty(current_task)
+        if term is None:
+            continue
+        values[reg.name] = float(term.detach())
+        total = term if total is None else total + term
+    return total, values

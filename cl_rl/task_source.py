@@ -1,0 +1,63 @@
+"""Where the agent's current task id comes from.
+
+The agent asks a ``TaskSource`` for the task of every new observation. ``OracleTaskSource`` reads the true game label
+that the environment publishes for logging; the forget-me-not task-inference model (Kirkpatrick et al. 2017,
+supplementary; Milan et al. 2016) plugs into the same place and infers the id from the observations alone.
+Ids are consecutive integers 0, 1, 2, ... in order of creation.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class TaskSource(Protocol):
+    """Maps each observation of the stream to a task id."""
+
+    @property
+    def n_tasks(self) -> int:
+        """How many distinct task ids this source has produced so far."""
+        ...
+
+    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
+        """Task id of ``observation``; ``true_label`` is the true game, which only an oracle may use."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class OracleTaskSource:
+    """Task id = order of first appearance of the true game label (the EWC paper's 'oracle' condition)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.ids)
+
+    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
+        if true_label is None:
+            raise ValueError("the oracle task source needs the true game label in the env's info['game']")
+        task = self.ids.get(true_label)
+        if task is None:
+            task = self.ids[true_label] = len(self.ids)
+        return task
+
+    def label_of(self, task: int) -> str:
+        """The game a task id stands for."""
+        for label, t in self.ids.items():
+            if t == task:
+                return label
+        raise KeyError(task)
+
+    def state_dict(self) -> dict:
+        return {"ids": dict(self.ids)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ids = {str(k): int(v) for k, v in state["ids"].items()}

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Train a continual DQN over a sequence of Atari games.
+
+python scripts/train.py configs/default.yaml [key.sub=value ...] [--run-dir DIR] [--overwrite]
+python scripts/train.py --resume RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agents.config import ConfigError, load_config
+from agents.training import RunDirError, new_run_dir, resume, train
+from envs.games import UnknownGameError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/default.yaml")
+    parser.add_argument("overrides", nargs="*", help="overrides such as agent.batch_size=64 run.seed=1")
+    parser.add_argument("--run-dir", type=Path, help="where to write logs and checkpoints (default: runs/<name>)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir and start again")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.resume is not None:
+            if args.config or args.overrides:
+                raise ConfigError("--resume RUN_DIR uses the config saved in RUN_DIR; give no config or overrides")
+            result = resume(args.resume)
+        else:
+            if args.config is None:
+                parser.error("give a config file (e.g. configs/default.yaml) or --resume RUN_DIR")
+            config = load_config(args.config, args.overrides)
+            run_dir = args.run_dir or new_run_dir(config)
+            print(f"run directory: {run_dir}")
+            result = train(config, run_dir, overwrite=args.overwrite)
+    except (ConfigError, RunDirError, UnknownGameError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    print(f"\nfinished {result.model.num_timesteps} agent steps in {result.seconds:.0f} s")
+    for game, scores in result.last_scores.items():
+        tail = scores[-5:]
+        print(f"  {game:<16} episodes={len(scores):<4} mean score of last {len(tail)}: {sum(tail) / len(tail):.1f}")
+    print(f"logs and checkpoints: {result.run_dir}")
+    print(f"  TensorBoard:  tensorboard --logdir {result.run_dir / 'tb'}")
+    print(f"  checkpoints:  {result.run_dir / 'checkpoints'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
