@@ -35,7 +35,7 @@ class AtariSettings:
     """Preprocessing of one Atari game; the defaults are those of DQN Zoo (Nature DQN without sticky actions)."""
 
     noop_max: int = 30
-    """Episodes start after a uniform 1..noop_max no-ops (0 disables), so a deterministic game has varied starts."""
+    """Episodes start after a uniform 1..noop_max no-op frames (0: none), so a deterministic game has varied starts."""
     frame_skip: int = 4
     """Emulator frames per agent step; the action repeats and the observation is the max of the last two frames."""
     screen_size: int = 84

@@ -17,7 +17,11 @@ gym.register_envs(ale_py)
 def reference_env(game: str) -> gym.Env:
     """The default chain built by hand from gymnasium and SB3 wrappers."""
     env = gym.make(
-        f"ALE/{game}-v5", frameskip=1, full_action_space=True, repeat_action_probability=0.0, max_num_frames_per_episode=108_000
+        f"ALE/{game}-v5",
+        frameskip=1,
+        full_action_space=True,
+        repeat_action_probability=0.0,
+        max_num_frames_per_episode=108_000,
     )
     env = AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
     return FrameStackObservation(ClipRewardEnv(Monitor(env)), 4)
@@ -99,7 +103,7 @@ def test_skiing_fire_actions_act_as_their_direction():
 
 
 def test_reward_clipping_keeps_raw_score_in_monitor():
-    settings = AtariSettings(max_episode_frames=2_000)  # 500 agent steps of SpaceInvaders: scores 5 to 30 per kill
+    settings = AtariSettings(max_episode_frames=2_000)  # <= 500 agent steps; a kill scores 5 to 30
     clipped, clipped_infos = random_episode(make_atari_env("SpaceInvaders", settings), seed=0)
     raw, raw_infos = random_episode(
         make_atari_env("SpaceInvaders", AtariSettings(max_episode_frames=2_000, clip_rewards=False)), seed=0
@@ -109,9 +113,19 @@ def test_reward_clipping_keeps_raw_score_in_monitor():
     score = raw_infos[-1]["episode"]["r"]
     assert score == pytest.approx(sum(raw)) and score > 1
     assert clipped_infos[-1]["episode"]["r"] == score  # the same game, logged unclipped
-    # Truncated by the frame cap, which also counts the 1-30 no-op frames of the reset.
-    assert len(clipped) == raw_infos[-1]["episode"]["l"] and 493 <= len(clipped) <= 500
-    assert raw_infos[-1]["episode_frame_number"] == 2_000
+    assert len(clipped) == len(raw) == raw_infos[-1]["episode"]["l"]
+
+
+def test_episode_frame_cap_truncates():
+    env = make_atari_env("Pong", AtariSettings(max_episode_frames=400))
+    env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated or steps > 100):
+        _, _, terminated, truncated, info = env.step(0)
+        steps += 1
+    assert truncated and not terminated
+    assert info["episode_frame_number"] == 400  # the cap also counts the 1-30 no-op frames of the reset
+    assert info["episode"]["l"] == steps and 93 <= steps <= 100
 
 
 def test_terminal_on_life_loss_ends_learning_episodes_but_not_the_logged_game():

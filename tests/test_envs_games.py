@@ -38,7 +38,12 @@ def test_canonical_game_is_identity_on_all_games():
 
 @pytest.mark.parametrize(
     ("name", "suggestion"),
-    [("Pongg", "Pong"), ("SpaceInvader", "SpaceInvaders"), ("space invadres", "SpaceInvaders"), ("Brekout", "Breakout")],
+    [
+        ("Pongg", "Pong"),
+        ("SpaceInvader", "SpaceInvaders"),
+        ("space invadres", "SpaceInvaders"),
+        ("Brekout", "Breakout"),
+    ],
 )
 def test_unknown_game_lists_close_names(name, suggestion):
     with pytest.raises(UnknownGameError) as err:

@@ -1,0 +1,132 @@
+"""The continual agent on real ALE games with tiny budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+
+from agents.config import load_config
+from agents.continual_dqn import ContinualDQN
+from agents.training import make_agent, make_stream
+from cl_rl.task_modulation import shared_parameters, task_parameters
+from tests.conftest import REPO
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+class _SnapshotAt(BaseCallback):
+    """Copies every task's gains/biases and the shared weights when the run reaches given steps."""
+
+    def __init__(self, steps: set[int]) -> None:
+        super().__init__()
+        self.steps = steps
+        self.taken: dict[int, dict] = {}
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps in self.steps:
+            q = self.model.q_net
+            self.taken[self.num_timesteps] = {
+                "tasks": [_snapshot(task_parameters(q, k)) for k in range(self.model.n_tasks_created)],
+                "shared": _snapshot(p for _, p in shared_parameters(q)),
+                "task": self.model.current_task,
+            }
+        return True
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Pong 200 → Breakout 150 → Pong 150 (tiny.yaml), with snapshots at both switches."""
+    tiny_config = load_config(REPO / "configs" / "tiny.yaml")
+    tmp_path = tmp_path_factory.mktemp("trained")
+    sequence = tiny_config.sequence.build()
+    stream, env = make_stream(tiny_config, sequence)
+    model = make_agent(tiny_config, env)
+    model.set_logger(configure(str(tmp_path / "tb"), ["tensorboard"]))
+    snap = _SnapshotAt({199, 200, 349, 350})
+    model.learn(sequence.total_steps, callback=snap)
+    yield model, snap.taken, sequence
+    stream.close()
+
+
+def test_task_ids_and_epsilon_timers_follow_the_sequence(trained):
+    model, taken, _ = trained
+    # The callback runs before the switch of the step is processed: step 200 is the last step of Pong's segment.
+    assert [taken[s]["task"] for s in (199, 200, 349, 350)] == [0, 0, 1, 1]
+    assert model.current_task == 0 and model.n_tasks_created == 2
+    # ε timers are per task: Pong has 200 + 150 steps, Breakout 150; ε resumed on Pong's revisit.
+    assert model.epsilon.steps == {0: 350, 1: 150}
+    eps = model.epsilon
+    assert model.exploration_rate == pytest.approx(eps.initial + (eps.final - eps.initial) * min(350 / 200, 1))
+    assert eps.value(1) == pytest.approx(eps.initial + (eps.final - eps.initial) * 150 / 200)
+    assert model.replay_buffer.sizes() == [350, 150]
+
+
+def test_training_one_task_never_changes_another_tasks_gains_and_biases(trained):
+    model, taken, _ = trained
+    breakout_end, final = taken[350]["tasks"], [_snapshot(task_parameters(model.q_net, k)) for k in (0, 1)]
+    # Breakout's own segment moved its gains/biases away from their initial 1/0 (so this test can fail) ...
+    initial = [torch.ones_like(p) if i % 2 == 0 else torch.zeros_like(p) for i, p in enumerate(breakout_end[1])]
+    assert not _same(breakout_end[1], initial)
+    # ... but Pong's revisit trained Pong's and the shared weights, never Breakout's.
+    assert _same(breakout_end[1], final[1])
+    assert not _same(breakout_end[0], final[0])
+    assert not _same(taken[350]["shared"], _snapshot(p for _, p in shared_parameters(model.q_net)))
+    # Likewise Breakout's segment left Pong's parameters alone.
+    assert _same(taken[200]["tasks"][0], taken[350]["tasks"][0])
+
+
+def test_save_load_continue_keeps_counters_task_parameters_and_epsilon(trained, tmp_path, tiny_config):
+    model, _, sequence = trained
+    path = tmp_path / "model.zip"
+    model.save(path)
+    stream, env = make_stream(tiny_config, sequence)
+    loaded = ContinualDQN.load(path, env=env, device="cpu")
+    assert loaded.num_timesteps == model.num_timesteps == sequence.total_steps
+    assert loaded.n_tasks_created == 2 and loaded.current_task == 0
+    assert loaded.epsilon.steps == model.epsilon.steps
+    assert loaded.task_source.state_dict() == model.task_source.state_dict()
+    for k in range(2):
+        assert _same(task_parameters(loaded.q_net, k), task_parameters(model.q_net, k))
+    obs = np.random.default_rng(0).integers(0, 255, (3, 4, 84, 84), dtype=np.uint8)
+    with torch.no_grad():
+        for k in range(2):
+            loaded.policy.set_task(k)
+            model.policy.set_task(k)
+            t = torch.as_tensor(obs)
+            assert torch.allclose(loaded.q_net(t), model.q_net(t))
+    model.policy.set_task(model.current_task)
+    # Continue: the optimiser state lines up with the re-created per-task parameter groups.
+    loaded.set_logger(configure(str(tmp_path / "tb2"), ["tensorboard"]))
+    assert len(loaded.policy.optimizer.param_groups) == 3
+    assert loaded.policy.optimizer.state_dict()["state"].keys() == model.policy.optimizer.state_dict()["state"].keys()
+    stream.seek(sequence.ends[1])  # back into Pong's revisit
+    loaded.learn(40, reset_num_timesteps=False)
+    assert loaded.num_timesteps == sequence.total_steps + 40
+    assert loaded.epsilon.steps == {0: 350 + 40, 1: 150}
+    stream.close()
+
+
+def test_ewc_network_and_plain_dqn_target(tiny_config):
+    tiny_config.agent.network = "ewc"
+    tiny_config.agent.double_dqn = False
+    tiny_config.agent.gains = "element"
+    stream, env = make_stream(tiny_config, tiny_config.sequence.build())
+    model = make_agent(tiny_config, env)
+    convs = [m.out_channels for m in model.q_net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m.out_features for m in model.q_net.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [32, 64, 128] and linears == [1024, 18]
+    model.policy.add_task()
+    model.policy.set_task(0)
+    affine_shapes = [m.shape for m in model.q_net.modules() if type(m).__name__ == "TaskAffine"]
+    assert affine_shapes == [(32, 20, 20), (64, 9, 9), (128, 7, 7), (1024,), (18,)]
+    assert model.q_net(torch.zeros(2, 4, 84, 84)).shape == (2, 18)
+    stream.close()
