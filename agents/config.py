@@ -114,6 +114,29 @@ class AgentConfig:
 
 
 @dataclass
+class ConsolidationConfig:
+    """Penalties protecting earlier tasks (see agents/consolidation.py and cl_rl/consolidation.py)."""
+
+    method: Literal["none", "ewc", "online_ewc", "mas"] = "none"
+    lam: float = 400.0  # λ of the quadratic penalty (the EWC paper's Atari agent: 400)
+    fisher: Literal["softmax", "td"] = "softmax"  # which log-likelihood the Fisher is taken of (EWC only)
+    batches: int = 100  # minibatches of the left task's buffer per importance estimate (the paper: 100)
+    batch_size: int = 32  # samples per such minibatch (the paper: 32)
+    min_task_steps: int = 0  # agent steps a task is trained before it gets an anchor (the paper: 20M frames = 5M)
+    online_decay: float = 1.0  # γ of online EWC (Schwarz et al. 2018, eq. 9)
+    normalize: bool = False  # divide each task's importance by its mean (online EWC's per-task normalisation)
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ConfigError(f"consolidation.lam must be >= 0, got {self.lam}")
+        _at_least("consolidation.batches", self.batches, 1)
+        _at_least("consolidation.batch_size", self.batch_size, 1)
+        _at_least("consolidation.min_task_steps", self.min_task_steps, 0)
+        if not 0.0 <= self.online_decay <= 1.0:
+            raise ConfigError(f"consolidation.online_decay must lie in [0, 1], got {self.online_decay}")
+
+
+@dataclass
 class TaskConfig:
     source: Literal["oracle"] = "oracle"  # where the task id comes from: the true game ('oracle')
 
@@ -124,6 +147,7 @@ class Config:
     env: AtariSettings = field(default_factory=AtariSettings)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, Any]:

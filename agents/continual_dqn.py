@@ -11,6 +11,7 @@ task: ``_setup_model``, ``_setup_learn``, ``_sample_action``, ``_store_transitio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
+from agents.consolidation import METHODS, build_consolidation
 from agents.policy import ContinualDQNPolicy
 from agents.replay import PerTaskReplayBuffer
 from agents.targets import double_dqn_target, dqn_target
@@ -40,7 +42,9 @@ class ContinualDQN(DQN):
     :param exploration_steps: agent steps over which ε anneals, counted *per task*.
     :param learning_starts: transitions a task's own buffer must hold before that task is trained (per task).
     :param buffer_size: capacity of *each* task's replay buffer.
-    :param regularizers: consolidation terms added to the TD loss (EWC, MAS, ...).
+    :param consolidation: settings of the built-in penalty (``method``: none | ewc | online_ewc | mas, ``lam``, ...;
+        see ``agents.consolidation``); saved with the model, anchors included.
+    :param regularizers: further terms added to the TD loss (not saved: re-attach them after ``load``).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -58,6 +62,7 @@ class ContinualDQN(DQN):
         task_source: TaskSource | None = None,
         double_dqn: bool = True,
         exploration_steps: int = 1_000_000,
+        consolidation: dict[str, Any] | None = None,
         regularizers: Sequence[Regularizer] = (),
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -67,6 +72,8 @@ class ContinualDQN(DQN):
         self.task_source: TaskSource = task_source if task_source is not None else OracleTaskSource()
         self.double_dqn = double_dqn
         self.epsilon = PerTaskEpsilon(self.exploration_initial_eps, self.exploration_final_eps, exploration_steps)
+        self.consolidation = dict(consolidation or {"method": "none"})
+        self.consolidation_state: dict[str, dict] = {}
         self.regularizers: list[Regularizer] = list(regularizers)
         self.current_task = -1
         self.n_tasks_created = 0
@@ -87,6 +94,16 @@ class ContinualDQN(DQN):
             self.replay_buffer.add_task()
         if self.current_task >= 0:
             self._activate(self.current_task)
+        penalty = build_consolidation(self, self.consolidation)
+        if penalty is not None:
+            if penalty.name in self.consolidation_state:
+                penalty.load_state_dict(self.consolidation_state[penalty.name])
+            self.regularizers = [penalty, *(r for r in self.regularizers if r.name != penalty.name)]
+
+    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's ``save``, with the consolidation anchors (θ*, importance) in the saved data."""
+        self.consolidation_state = {r.name: r.state_dict() for r in self.regularizers if r.name in METHODS}
+        super().save(path, exclude, include)
 
     def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True, *args: Any):
         resets = reset_num_timesteps or self._last_obs is None
@@ -124,8 +141,12 @@ class ContinualDQN(DQN):
             self.n_tasks_created += 1
         if left >= 0:
             for reg in self.regularizers:
+                started = time.perf_counter()
                 for key, value in reg.on_task_switch(left, task).items():
                     self.logger.record(f"consolidation/{reg.name}/{key}", value)
+                self.logger.record(f"consolidation/{reg.name}/seconds", time.perf_counter() - started)
+                if hasattr(reg, "lam"):
+                    self.logger.record(f"consolidation/{reg.name}/lambda", reg.lam)
             self.task_switches += 1
         self._activate(task)
         self.logger.record("task/current", task)
@@ -189,4 +210,4 @@ class ContinualDQN(DQN):
         self.logger.record("train/loss", float(np.mean(losses)))
         self.logger.record("train/td_loss", float(np.mean(td_losses)))
         for name, value in penalties.items():
-            self.logger.record(f"train/penalty/{name}", value)
+            self.logger.record(f"train/penalty/{name}", float(value))

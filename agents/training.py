@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import time
@@ -87,6 +88,7 @@ def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
         exploration_final_eps=a.exploration_final_eps,
         max_grad_norm=a.max_grad_norm,
         policy_kwargs={"network": a.network, "gains": a.gains},
+        consolidation=dataclasses.asdict(config.consolidation),
         seed=config.run.seed,
         device=config.run.device,
     )

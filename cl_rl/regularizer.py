@@ -20,12 +20,12 @@ class Regularizer(Protocol):
 
     name: str
 
-    def penalty(self, current_task: int) -> torch.Tensor | None:
-        """The term to add to the loss while training ``current_task`` (None when it is inactive)."""
+    def penalty(self, current_task: int) -> dict[str, torch.Tensor]:
+        """The named terms to add to the loss while training ``current_task`` (empty when none is active)."""
         ...
 
-    def on_task_switch(self, left_task: int, entered_task: int) -> dict[str, float]:
-        """Consolidate what was learnt on ``left_task``; returns statistics to log."""
+    def on_task_switch(self, left_task: int, entered_task: int) -> dict[str, float | torch.Tensor]:
+        """Consolidate what was learnt on ``left_task``; returns statistics to log (tensors become histograms)."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -35,14 +35,12 @@ class Regularizer(Protocol):
 
 def total_penalty(
     regularizers: Iterable[Regularizer], current_task: int
-) -> tuple[torch.Tensor | None, dict[str, float]]:
-    """Sum of the active penalties and each one's value (for logging)."""
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """Sum of all active terms, and each term detached under ``<regularizer>/<term>`` for logging."""
     total: torch.Tensor | None = None
-    values: dict[str, float] = {}
+    terms: dict[str, torch.Tensor] = {}
     for reg in regularizers:
-        term = reg.penalty(current_task)
-        if term is None:
-            continue
-        values[reg.name] = float(term.detach())
-        total = term if total is None else total + term
-    return total, values
+        for key, term in reg.penalty(current_task).items():
+            terms[f"{reg.name}/{key}"] = term.detach()
+            total = term if total is None else total + term
+    return total, terms

@@ -20,7 +20,8 @@ def test_targets_match_a_per_sample_loop():
         _loop_targets(q_online, q_target, rewards, dones, 0.99, double=True),
     )
     assert torch.allclose(
-        dqn_target(q_target, rewards, dones, 0.99), _loop_targets(q_online, q_target, rewards, dones, 0.99, double=False)
+        dqn_target(q_target, rewards, dones, 0.99),
+        _loop_targets(q_online, q_target, rewards, dones, 0.99, double=False),
     )
 
 

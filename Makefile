@@ -1,0 +1,26 @@
+# Set-up, training and tests. Every target creates the virtual environment first if it is missing.
+# torch is installed on its own first: `torch==2.13.0` takes the local CPU wheel; an unpinned torch would pull
+# several GB of CUDA packages.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup train test lint clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+train: setup  ## the default short continual run: Pong → Breakout → Pong → Freeway
+	$(PY) scripts/train.py configs/default.yaml $(ARGS)
+
+test: setup  ## lint, then the whole test suite
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
