@@ -67,14 +67,19 @@ def diagonal_importance(
 # --- the scalar functions: which log-likelihood (or output norm) is differentiated ------------------------------
 def softmax_policy_log_likelihood(q_values: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """log π(a|s) of the Boltzmann policy π = softmax(Q(s, ·)), for an action sampled from π (the true Fisher)."""
-    return torch.log_softmax(q_values, dim=-1)[0, action]
+    return _pick(torch.log_softmax(q_values, dim=-1), action)
 
 
 def td_log_likelihood(q_values: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """log N(y | Q(s, a), 1) up to a constant: −½ (Q(s, a) − y)², the TD error's gradient (empirical Fisher)."""
-    return -0.5 * (q_values[0, action] - target).square()
+    return -0.5 * (_pick(q_values, action) - target).square()
 
 
 def squared_output_norm(q_values: torch.Tensor) -> torch.Tensor:
     """‖Q(s, ·)‖²₂: MAS's sensitivity of the learnt function, needing neither labels nor rewards."""
     return q_values.square().sum()
+
+
+def _pick(values: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """values[0, action] written with ``gather``, which ``vmap`` supports (tensor indexing is not)."""
+    return values[0].gather(0, action.reshape(1).long())[0]
