@@ -98,3 +98,23 @@ def test_existing_run_directory_is_refused(tiny_run):
     result = _train(str(REPO / "configs" / "tiny.yaml"), "--run-dir", str(tiny_run))
     assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
     assert sorted(p.name for p in tiny_run.rglob("*")) == before
+
+
+def test_ewc_run_logs_penalties_per_task_and_importance_statistics(tmp_path):
+    run_dir = tmp_path / "ewc"
+    result = _train(
+        str(REPO / "configs" / "tiny.yaml"),
+        "consolidation.method=ewc",
+        "consolidation.batches=5",
+        "--run-dir",
+        str(run_dir),
+    )
+    assert result.returncode == 0, result.stderr
+    scalars = _scalars(run_dir)
+    # Pong is left at step 200 (anchor 0, active on Breakout), Breakout at 350 (anchor 1, active on Pong's revisit).
+    assert all(200 < step <= 350 for step, _ in scalars["train/penalty/ewc/task_0"])
+    assert all(step > 350 for step, _ in scalars["train/penalty/ewc/task_1"])
+    for tag in ("importance_mean", "importance_max", "lambda", "seconds"):
+        assert len(scalars[f"consolidation/ewc/{tag}"]) == 2, tag
+    acc = EventAccumulator(str(next((run_dir / "tb").glob("events.*"))))
+    assert "consolidation/ewc/importance" in acc.Reload().Tags()["histograms"]
