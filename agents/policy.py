@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from stable_baselines3.dqn.policies import DQNPolicy
-from torch import nn
 
 from agents.networks import TaskModulatedCNN, TaskModulatedQNetwork
 from cl_rl.task_modulation import add_task, set_task, task_affine_layers
@@ -50,6 +49,3 @@ class ContinualDQNPolicy(DQNPolicy):
         data.update(network=self.network, gains=self.gains)
         return data
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
