@@ -48,4 +48,3 @@ class ContinualDQNPolicy(DQNPolicy):
         data = super()._get_constructor_parameters()
         data.update(network=self.network, gains=self.gains)
         return data
-
