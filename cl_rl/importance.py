@@ -55,9 +55,13 @@ def diagonal_importance(
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
     for inputs, *extras in batches:
-        grads = per_sample_gradients(model, params, scalar_fn, inputs, *extras)
-        for name, g in grads.items():
-            total[name] += (g.square() if reduce == "square" else g.abs()).sum(0)
+        # Outside no_grad, the per-sample gradients would stay differentiable w.r.t. the parameters held fixed (the
+        # per-task gains), and the running sums would keep every batch's graph alive. ``torch.func.grad`` ignores
+        # an outer no_grad, so the gradients themselves are unaffected.
+        with torch.no_grad():
+            grads = per_sample_gradients(model, params, scalar_fn, inputs, *extras)
+            for name, g in grads.items():
+                total[name] += (g.square() if reduce == "square" else g.abs()).sum(0)
         count += inputs.shape[0]
     if count == 0:
         raise ValueError("diagonal_importance needs at least one sample")

@@ -54,6 +54,8 @@ def test_vectorised_per_sample_importance_equals_a_loop_over_samples(kind):
     assert fast.keys() == slow.keys() == {"0.weight", "0.bias", "3.weight", "3.bias"}
     for name in fast:
         assert torch.allclose(fast[name], slow[name], rtol=1e-5, atol=1e-7), name
+        # A constant, not a node of a graph through the per-task gains (which kept every batch alive: a leak).
+        assert not fast[name].requires_grad and fast[name].grad_fn is None, name
 
 
 def test_fisher_is_not_the_square_of_the_minibatch_mean_gradient():
