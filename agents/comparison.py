@@ -54,13 +54,8 @@ class _ProbeAtSwitch(BaseCallback):
 
 
 def q_on(model: ContinualDQN, states: torch.Tensor, task: int) -> torch.Tensor:
-    active = model.current_task
-    model.policy.set_task(task)
-    try:
-        with torch.no_grad():
-            return model.q_net(states).clone()
-    finally:
-        model.policy.set_task(active)
+    with model.policy.using_task(task), torch.no_grad():
+        return model.q_net(states)
 
 
 def compare(

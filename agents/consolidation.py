@@ -55,16 +55,12 @@ def build_consolidation(model: ContinualDQN, settings: dict[str, Any]) -> Quadra
 def task_importance(model: ContinualDQN, task: int, method: str, settings: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Fisher (EWC) or Ω (MAS) of ``task``'s shared parameters over minibatches of its own replay buffer."""
     params = dict(shared_parameters(model.q_net))
-    active = model.current_task
-    model.policy.set_task(task)  # the task's own gains and biases, as when it was trained
-    try:
+    with model.policy.using_task(task):  # the task's own gains and biases, as when it was trained
         batches = _importance_batches(model, task, method, settings)
         if method == "mas":
             return diagonal_importance(model.q_net, params, squared_output_norm, batches, reduce="abs")
         scalar = td_log_likelihood if settings.get("fisher", "softmax") == "td" else softmax_policy_log_likelihood
         return diagonal_importance(model.q_net, params, scalar, batches, reduce="square")
-    finally:
-        model.policy.set_task(active)
 
 
 def _importance_batches(

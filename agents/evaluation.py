@@ -24,24 +24,22 @@ def evaluate_game(
     """
     env = make_atari_env(game, settings, seed=seed)
     rng = np.random.default_rng(seed)
-    active = model.current_task
-    model.policy.set_task(task)
     scores: list[float] = []
     try:
-        obs, _ = env.reset(seed=seed)
-        while len(scores) < episodes:
-            if rng.random() < epsilon:
-                action = int(rng.integers(env.action_space.n))
-            else:
-                with torch.no_grad():
-                    q = model.q_net(torch.as_tensor(obs, device=model.device).unsqueeze(0))
-                action = int(q.argmax())
-            obs, _, terminated, truncated, info = env.step(action)
-            if "episode" in info:
-                scores.append(float(info["episode"]["r"]))
-            if terminated or truncated:
-                obs, _ = env.reset()
+        with model.policy.using_task(task):
+            obs, _ = env.reset(seed=seed)
+            while len(scores) < episodes:
+                if rng.random() < epsilon:
+                    action = int(rng.integers(env.action_space.n))
+                else:
+                    with torch.no_grad():
+                        q = model.q_net(torch.as_tensor(obs, device=model.device).unsqueeze(0))
+                    action = int(q.argmax())
+                obs, _, terminated, truncated, info = env.step(action)
+                if "episode" in info:
+                    scores.append(float(info["episode"]["r"]))
+                if terminated or truncated:
+                    obs, _ = env.reset()
     finally:
-        model.policy.set_task(active)
         env.close()
     return scores

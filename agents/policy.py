@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from stable_baselines3.dqn.policies import DQNPolicy
@@ -43,6 +45,17 @@ class ContinualDQNPolicy(DQNPolicy):
         """Make ``task``'s gains and biases the active ones in the online and target networks."""
         set_task(self.q_net, task)
         set_task(self.q_net_target, task)
+
+    @contextmanager
+    def using_task(self, task: int) -> Iterator[None]:
+        """Apply ``task``'s gains and biases inside the block, then restore the task that was active."""
+        active = task_affine_layers(self.q_net)[0].active
+        self.set_task(task)
+        try:
+            yield
+        finally:
+            if active >= 0:
+                self.set_task(active)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

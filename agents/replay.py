@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -83,15 +82,6 @@ class PerTaskReplayBuffer(ReplayBuffer):
     def sizes(self) -> list[int]:
         """Number of transitions held for each task."""
         return [b.size() for b in self.buffers]
-
-    def nbytes(self) -> int:
-        """Bytes reserved by all per-task buffers' arrays (pages are committed as they fill)."""
-        total = 0
-        for b in self.buffers:
-            for value in vars(b).values():
-                if isinstance(value, np.ndarray):
-                    total += value.nbytes
-        return total
 
     # --- the ReplayBuffer interface SB3 uses ------------------------------------------------------------------
     @property

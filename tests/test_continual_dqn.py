@@ -115,6 +115,18 @@ def test_save_load_continue_keeps_counters_task_parameters_and_epsilon(trained, 
     stream.close()
 
 
+def test_using_task_applies_a_task_temporarily_and_restores_the_active_one(trained):
+    model, _, _ = trained
+    obs = torch.as_tensor(np.random.default_rng(1).integers(0, 255, (2, 4, 84, 84), dtype=np.uint8))
+    with torch.no_grad():
+        q_active = model.q_net(obs)
+        with model.policy.using_task(1):
+            q_other = model.q_net(obs)
+        assert torch.equal(model.q_net(obs), q_active)
+    assert not torch.allclose(q_other, q_active)
+    assert [m.active for m in model.q_net.modules() if type(m).__name__ == "TaskAffine"] == [model.current_task] * 5
+
+
 def test_ewc_network_and_plain_dqn_target(tiny_config):
     tiny_config.agent.network = "ewc"
     tiny_config.agent.double_dqn = False
