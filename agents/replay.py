@@ -3,13 +3,19 @@
 The EWC paper's Atari agent keeps a separate short-term memory per (inferred) task and samples the current task's
 memory for its updates (Kirkpatrick et al. 2017, supplementary). SB3 talks to ``model.replay_buffer`` only through
 ``add``, ``sample`` and ``size``; this class routes those to the active task's buffer, so the rest of SB3's loop is
-unchanged. Each per-task buffer is any SB3 ``ReplayBuffer`` class (``buffer_class``).
+unchanged. Each per-task buffer is any SB3 ``ReplayBuffer`` class (``buffer_class``; the default for Atari is
+``FrameStackReplayBuffer``, which stores each frame once).
+
+``memory_budget`` (bytes, 0: none) bounds the memory of all buffers together: when a new task's buffer would exceed
+it, the buffers of the tasks least recently active are freed (their transitions are lost; the task gets an empty
+buffer if it comes back). A budget smaller than one buffer is refused.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -32,6 +38,7 @@ class PerTaskReplayBuffer(ReplayBuffer):
         handle_timeout_termination: bool = True,
         buffer_class: type[ReplayBuffer] = ReplayBuffer,
         buffer_kwargs: dict[str, Any] | None = None,
+        memory_budget: int = 0,
     ) -> None:
         # Deliberately not calling ReplayBuffer.__init__: it would allocate a buffer that no task uses.
         self.buffer_size = buffer_size
@@ -43,7 +50,11 @@ class PerTaskReplayBuffer(ReplayBuffer):
         self.handle_timeout_termination = handle_timeout_termination
         self.buffer_class = buffer_class
         self.buffer_kwargs = dict(buffer_kwargs or {})
-        self.buffers: list[ReplayBuffer] = []
+        self.memory_budget = memory_budget
+        self.buffers: list[ReplayBuffer | None] = []
+        self.last_active: list[int] = []  # per task: the activation count when it was last made active
+        self.activations = 0
+        self.freed = 0  # buffers freed to stay within the budget
         self.active = -1
 
     # --- task bookkeeping -------------------------------------------------------------------------------------
@@ -52,36 +63,68 @@ class PerTaskReplayBuffer(ReplayBuffer):
         return len(self.buffers)
 
     def add_task(self) -> int:
-        """Create the buffer of a new task; returns its id."""
-        self.buffers.append(
-            self.buffer_class(
-                self.buffer_size,
-                self.observation_space,
-                self.action_space,
-                device=self.device,
-                n_envs=self.n_envs,
-                optimize_memory_usage=self.optimize_memory_usage,
-                handle_timeout_termination=self.handle_timeout_termination,
-                **self.buffer_kwargs,
-            )
-        )
+        """Create the buffer of a new task (freeing old ones if the memory budget requires it); returns its id."""
+        self.buffers.append(self._new_buffer())
+        self.last_active.append(self.activations)
+        self._enforce_budget(keep=len(self.buffers) - 1)
         return len(self.buffers) - 1
+
+    def _new_buffer(self) -> ReplayBuffer:
+        buffer = self.buffer_class(
+            self.buffer_size,
+            self.observation_space,
+            self.action_space,
+            device=self.device,
+            n_envs=self.n_envs,
+            optimize_memory_usage=self.optimize_memory_usage,
+            handle_timeout_termination=self.handle_timeout_termination,
+            **self.buffer_kwargs,
+        )
+        if self.memory_budget and buffer_nbytes(buffer) > self.memory_budget:
+            raise ValueError(
+                f"one task's replay buffer needs {buffer_nbytes(buffer) / 2**20:.1f} MiB but the memory budget is "
+                f"{self.memory_budget / 2**20:.1f} MiB: raise the budget or lower the buffer size"
+            )
+        return buffer
+
+    def _enforce_budget(self, keep: int) -> None:
+        """Free the least recently active buffers (never ``keep`` or the active one) until within the budget."""
+        while self.memory_budget and self.nbytes > self.memory_budget:
+            held = [t for t, b in enumerate(self.buffers) if b is not None and t not in (keep, self.active)]
+            if not held:
+                break
+            oldest = min(held, key=lambda t: self.last_active[t])
+            self.buffers[oldest] = None
+            self.freed += 1
 
     def set_task(self, task: int) -> None:
         if not 0 <= task < len(self.buffers):
             raise ValueError(f"no replay buffer for task {task} ({len(self.buffers)} exist); add_task() first")
         self.active = task
+        self.activations += 1
+        self.last_active[task] = self.activations
+        if self.buffers[task] is None:  # freed for the budget: start an empty one
+            self.buffers[task] = self._new_buffer()
+            self._enforce_budget(keep=task)
 
     def buffer(self, task: int | None = None) -> ReplayBuffer:
         """The buffer of ``task`` (default: the active task)."""
         task = self.active if task is None else task
         if not 0 <= task < len(self.buffers):
             raise ValueError(f"no replay buffer for task {task} ({len(self.buffers)} exist)")
-        return self.buffers[task]
+        buffer = self.buffers[task]
+        if buffer is None:
+            raise ValueError(f"task {task}'s replay buffer was freed to stay within the memory budget")
+        return buffer
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated by all held buffers."""
+        return sum(buffer_nbytes(b) for b in self.buffers if b is not None)
 
     def sizes(self) -> list[int]:
-        """Number of transitions held for each task."""
-        return [b.size() for b in self.buffers]
+        """Number of transitions held for each task (0 for a freed buffer)."""
+        return [0 if b is None else b.size() for b in self.buffers]
 
     # --- the ReplayBuffer interface SB3 uses ------------------------------------------------------------------
     @property
@@ -104,4 +147,12 @@ class PerTaskReplayBuffer(ReplayBuffer):
 
     def reset(self) -> None:
         for b in self.buffers:
-            b.reset()
+            if b is not None:
+                b.reset()
+
+
+def buffer_nbytes(buffer: ReplayBuffer) -> int:
+    """Bytes of the numpy arrays a replay buffer allocated."""
+    if hasattr(buffer, "nbytes"):
+        return int(buffer.nbytes)
+    return sum(v.nbytes for v in vars(buffer).values() if isinstance(v, np.ndarray))
