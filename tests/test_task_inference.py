@@ -77,9 +77,9 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_bad_settings_name_the_key():
-    with pytest.raises(ValueError, match="task.fmn.levels"):
+    with pytest.raises(ValueError, match=r"task\.fmn\.levels"):
         FMNSettings(levels=1)
-    with pytest.raises(ValueError, match="task.fmn.switch_prior"):
+    with pytest.raises(ValueError, match=r"task\.fmn\.switch_prior"):
         FMNSettings(switch_prior=1.0)
 
 
