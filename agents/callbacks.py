@@ -8,6 +8,8 @@ from pathlib import Path
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
+from agents.replay import buffer_nbytes
+from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import human_normalized_score
 
 
@@ -54,6 +56,55 @@ class ContinualLoggingCallback(BaseCallback):
             self.logger.record(
                 "time/frames_per_second", (self.num_timesteps - self._steps0) * self.frame_skip / elapsed
             )
+
+
+class TaskInferenceMonitor(BaseCallback):
+    """How well the inferred task ids match the true games, and what the per-task replay buffers hold.
+
+    The logger knows the true game (``info['game']``) although the agent does not, so it scores the inference live:
+    ``task/ari`` (adjusted Rand index of inferred ids against games, over all steps of this process),
+    ``task/switch_delay`` (agent steps from a true switch to the inferred id's change, at each detection),
+    ``task/true_switches``, ``task/detected_switches``, ``task/spurious_switches``; and ``replay/task_<k>/size``,
+    ``replay/bytes_allocated`` (all buffers), ``replay/bytes_filled`` and ``replay/freed_buffers``.
+    """
+
+    def __init__(self, every: int = 500) -> None:
+        super().__init__()
+        self.every = every
+        self.agreement = TaskAgreement()
+        self.detector = SwitchDetector()
+
+    def _on_step(self) -> bool:
+        done = bool(self.locals["dones"][0])
+        # The task was inferred from the newest observation: after an episode end, that is the next episode's first.
+        info = self.training_env.reset_infos[0] if done else self.locals["infos"][0]  # type: ignore[attr-defined]
+        game = info.get("game")
+        if game is None:
+            return True
+        task = self.model.current_task
+        self.agreement.update(game, task)
+        delay = self.detector.update(game, task)
+        if delay is not None:
+            self.logger.record("task/switch_delay", delay)
+        if self.num_timesteps % self.every == 0 or self.locals["infos"][0].get("segment_end"):
+            self.record()
+        return True
+
+    def record(self) -> None:
+        self.logger.record("task/ari", self.agreement.ari())
+        self.logger.record("task/true_switches", self.detector.switches)
+        self.logger.record("task/detected_switches", self.detector.detected)
+        self.logger.record("task/spurious_switches", self.detector.spurious)
+        replay = self.model.replay_buffer
+        filled = 0.0
+        for task, buffer in enumerate(replay.buffers):
+            size = 0 if buffer is None else buffer.size()
+            self.logger.record(f"replay/task_{task}/size", size)
+            if buffer is not None:
+                filled += buffer_nbytes(buffer) * size / buffer.buffer_size
+        self.logger.record("replay/bytes_allocated", replay.nbytes)
+        self.logger.record("replay/bytes_filled", filled)
+        self.logger.record("replay/freed_buffers", replay.freed)
 
 
 class StopAtStepCallback(BaseCallback):

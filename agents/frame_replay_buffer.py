@@ -97,11 +97,11 @@ class FrameStackReplayBuffer(ReplayBuffer):
             raise ValueError("FrameStackReplayBuffer does not normalise observations (VecNormalize): Atari needs none")
         batch = self.memory.sample(batch_size)
         return ReplayBufferSamples(
-            observations=torch.from_numpy(batch.observations).to(self.device),
-            actions=torch.from_numpy(batch.actions).to(self.device),
-            next_observations=torch.from_numpy(batch.next_observations).to(self.device),
-            dones=torch.from_numpy(batch.dones).unsqueeze(1).to(self.device),
-            rewards=torch.from_numpy(batch.rewards).unsqueeze(1).to(self.device),
+            observations=batch.observations.to(self.device),
+            actions=batch.actions.to(self.device),
+            next_observations=batch.next_observations.to(self.device),
+            dones=batch.dones.unsqueeze(1).to(self.device),
+            rewards=batch.rewards.unsqueeze(1).to(self.device),
         )
 
     def reset(self) -> None:

@@ -43,8 +43,8 @@ def _assert_same_transitions(reference: ReplayBuffer, frames: FrameStackReplayBu
     batch = memory.get(held)
     # Transitions are added env by env, so absolute number a is env a % n_envs at SB3 row a // n_envs.
     rows, envs = (held // n_envs) % reference.buffer_size, held % n_envs
-    np.testing.assert_array_equal(batch.observations, reference.observations[rows, envs])
-    np.testing.assert_array_equal(batch.next_observations, reference.next_observations[rows, envs])
+    np.testing.assert_array_equal(batch.observations.numpy(), reference.observations[rows, envs])
+    np.testing.assert_array_equal(batch.next_observations.numpy(), reference.next_observations[rows, envs])
     np.testing.assert_array_equal(batch.actions, reference.actions[rows, envs])
     np.testing.assert_array_equal(batch.rewards, reference.rewards[rows, envs])
     terminal = reference.dones[rows, envs] * (1 - reference.timeouts[rows, envs])
@@ -109,3 +109,20 @@ def test_bad_spaces_are_refused_with_the_fix():
         FrameStackReplayBuffer(10, spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Box(-1, 1, (2,)))
     with pytest.raises(ValueError, match="empty"):
         FrameReplay(4, (4, 2, 2)).sample(1)
+
+
+def test_pickled_memory_keeps_one_copy_of_the_frames_and_samples_the_same():
+    import pickle
+
+    memory = FrameReplay(50, (4, 8, 8))
+    rng = np.random.default_rng(0)
+    for step in range(60):
+        obs = rng.integers(0, 255, size=(1, 4, 8, 8), dtype=np.uint8)
+        memory.add(obs, obs, np.zeros(1), np.ones(1), np.zeros(1, bool), np.array([step % 7 == 0]))
+    data = pickle.dumps(memory)
+    assert len(data) < 1.5 * memory.nbytes  # the torch view of the frames is not pickled as a second copy
+    loaded = pickle.loads(data)
+    indices = memory.sample_indices(16, np.random.default_rng(1).integers)
+    np.testing.assert_array_equal(loaded.get(indices).observations, memory.get(indices).observations)
+    loaded.frames[:] = 0  # the gathering view follows the loaded frames
+    assert int(loaded.get(indices).observations.sum()) == 0
