@@ -136,6 +136,7 @@ class SegmentCheckpointCallback(BaseCallback):
         self.directory = Path(directory)
         self.segment_end_steps = set(segment_ends)
         self.every, self.keep, self.save_replay = every, keep, save_replay
+        self.last_saved: Path | None = None
 
     def _on_step(self) -> bool:
         if self.num_timesteps in self.segment_end_steps or (self.every and self.num_timesteps % self.every == 0):
@@ -148,6 +149,7 @@ class SegmentCheckpointCallback(BaseCallback):
         if self.save_replay:
             write_atomically(replay_path(path), self.model.save_replay_buffer)
         self._prune()
+        self.last_saved = path
         return path
 
     def _prune(self) -> None:
@@ -157,3 +159,31 @@ class SegmentCheckpointCallback(BaseCallback):
         for path in periodic[: -self.keep]:
             path.unlink(missing_ok=True)
             replay_path(path).unlink(missing_ok=True)
+
+
+class StopRequest:
+    """Set by a signal handler (Ctrl-C, SIGTERM); read by ``GracefulStopCallback`` between two agent steps."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+class GracefulStopCallback(BaseCallback):
+    """On a stop request: finish the current step, write a checkpoint (unless this step already has one), stop."""
+
+    def __init__(self, request: StopRequest, checkpoints: SegmentCheckpointCallback) -> None:
+        super().__init__()
+        self.request, self.checkpoints = request, checkpoints
+        self.stopped_at: int | None = None
+
+    def _on_step(self) -> bool:
+        if not self.request.requested:
+            return True
+        if self.checkpoints.last_saved != checkpoint_path(self.checkpoints.directory, self.num_timesteps):
+            self.checkpoints.save()
+        self.stopped_at = self.num_timesteps
+        return False

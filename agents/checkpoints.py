@@ -2,14 +2,18 @@
 
 A checkpoint is SB3's zip (``model.save``) named ``step_<agent steps>.zip``, optionally with the replay buffers in
 ``step_<agent steps>_replay.pkl``. Each file is written to a temporary name, fsynced and renamed, so a kill at any
-moment leaves the previous checkpoint whole.
+moment leaves the previous checkpoint whole. ``newest_valid_checkpoint`` finds the checkpoint to resume from, skipping
+damaged ones (truncated, corrupt, or of another format) with a warning.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,3 +57,58 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file, the problem and the fix."""
+
+
+def checkpoint_problem(path: Path, expected_format: int) -> str | None:
+    """Why ``path`` cannot be loaded (None when it looks whole and of ``expected_format``).
+
+    Checks what can be checked without building the model: a readable zip whose members pass their CRC, SB3's
+    ``data`` and ``policy.pth`` present, and our ``checkpoint_format`` number.
+    """
+    if not path.is_file():
+        return "does not exist"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                return f"is corrupt (member {bad!r} fails its checksum)"
+            names = set(archive.namelist())
+            if not {"data", "policy.pth"} <= names:
+                return "is not a checkpoint of this project (no SB3 'data' and 'policy.pth' inside)"
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        return f"is truncated or not a zip file ({err})"
+    except json.JSONDecodeError as err:
+        return f"holds unreadable model data ({err})"
+    found = data.get("checkpoint_format")
+    if found != expected_format:
+        written = "an older version without a format number" if found is None else f"format {found}"
+        return (
+            f"was written with {written}, but this version reads format {expected_format}; resume it with the "
+            "version of cl_rl that wrote it, or start a new run"
+        )
+    return None
+
+
+def newest_valid_checkpoint(directory: Path, expected_format: int) -> tuple[int, Path]:
+    """(step, path) of the newest checkpoint that passes ``checkpoint_problem``; warns about each one skipped."""
+    found = list_checkpoints(directory)
+    if not found:
+        raise CheckpointError(
+            f"{str(directory)!r} holds no checkpoint (step_<N>.zip) to resume from: the run stopped before its first "
+            "checkpoint; start it again with --overwrite"
+        )
+    problems = []
+    for step, path in reversed(found):
+        problem = checkpoint_problem(path, expected_format)
+        if problem is None:
+            return step, path
+        problems.append(f"{path.name} {problem}")
+        warnings.warn(f"skipping checkpoint {path}: it {problem}", stacklevel=2)
+    raise CheckpointError(
+        f"no usable checkpoint in {str(directory)!r}: " + "; ".join(problems) + ". Start the run again with --overwrite"
+    )

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
 from agents.config import Config
 from agents.continual_dqn import ContinualDQN
+from agents.distillation import METHODS as DISTILL_METHODS
 from agents.evaluation import evaluate_game
+from agents.frame_replay_buffer import FrameStackReplayBuffer
 from agents.training import make_agent, make_stream
 from envs.sequence import GameSequence, Segment
 
@@ -47,10 +50,17 @@ class _ProbeAtSwitch(BaseCallback):
         if self.num_timesteps == self.step:
             buffer = self.model.replay_buffer.buffer(0)
             idx = np.linspace(0, buffer.size() - 1, self.n_states).astype(int)
-            self.states = torch.as_tensor(buffer.observations[idx, 0], device=self.model.device)
+            self.states = stored_observations(buffer, idx).to(self.model.device)
             self.q_before = q_on(self.model, self.states, task=0)
             self.score_a = self.evaluate(self.model)
         return True
+
+
+def stored_observations(buffer: ReplayBuffer, positions: np.ndarray) -> torch.Tensor:
+    """Observations of the ``positions``-th oldest transitions held by an SB3 or a frame-once buffer."""
+    if isinstance(buffer, FrameStackReplayBuffer):
+        return buffer.memory.get(buffer.memory.tail + positions).observations
+    return torch.as_tensor(buffer.observations[positions, 0])
 
 
 def q_on(model: ContinualDQN, states: torch.Tensor, task: int) -> torch.Tensor:
@@ -72,7 +82,11 @@ def compare(
     results = []
     for method in methods:
         config = copy.deepcopy(base)
-        config.consolidation.method = method  # type: ignore[assignment]
+        config.task.source = "oracle"  # A is task 0 and B task 1 exactly: the comparison isolates the protection
+        if method in DISTILL_METHODS:  # generative_replay, lwf: a distillation source instead of a penalty
+            config.distill.source = DISTILL_METHODS[method]  # type: ignore[assignment]
+        else:
+            config.consolidation.method = method  # type: ignore[assignment]
         sequence = GameSequence([Segment(game_a, steps_a), Segment(game_b, steps_b)])
         stream, env = make_stream(config, sequence)
         model = make_agent(config, env)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from cl_rl.frame_replay import FrameReplay
+from cl_rl.task_inference import FMNSettings
 from envs.atari import AtariSettings
 from envs.games import canonical_game
 from envs.sequence import GameSequence, Segment, random_sequence
@@ -95,6 +97,9 @@ class AgentConfig:
     exploration_final_eps: float = 0.01  # ε after annealing
     exploration_steps: int = 1_000_000  # agent steps of annealing, counted per task
     max_grad_norm: float = 10.0  # gradient clipping
+    # replay storage: 'frames' stores each frame once (~7 KB per 84×84 transition); 'sb3' is SB3's ReplayBuffer (56 KB)
+    replay: Literal["frames", "sb3"] = "frames"
+    replay_memory_gb: float = 0.0  # budget for all tasks' buffers together, GiB (0: none); oldest tasks freed first
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "buffer_size", "train_freq", "gradient_steps", "target_update_interval"):
@@ -106,6 +111,8 @@ class AgentConfig:
                 raise ConfigError(f"agent.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0:
             raise ConfigError("agent.learning_rate and agent.max_grad_norm must be > 0")
+        if self.replay_memory_gb < 0:
+            raise ConfigError(f"agent.replay_memory_gb must be >= 0 (0: no budget), got {self.replay_memory_gb}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
                 f"agent.batch_size ({self.batch_size}) is larger than agent.buffer_size ({self.buffer_size}): "
@@ -137,8 +144,70 @@ class ConsolidationConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    """The task-conditioned VAE of generative replay (see cl_rl/generative.py)."""
+
+    latent_dim: int = 32  # size of the latent code z
+    channels: int = 16  # width of the first conv layer (the next two have twice as many)
+    max_tasks: int = 16  # length of the task one-hot: the most tasks the generator can tell apart
+    beta: float = 1.0  # weight of the KL term of the ELBO
+    lr: float = 1e-3  # Adam step size
+    batch_size: int = 32  # states per generator step, shared equally by all tasks it must know
+    steps_per_switch: int = 2_000  # generator steps on the left task's buffer (+ replay) at each task switch
+    steps_per_update: int = 0  # generator steps on the current task's buffer (+ replay) in every agent update
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "channels", "max_tasks", "batch_size"):
+            _at_least(f"distill.generator.{name}", getattr(self, name), 1)
+        for name in ("steps_per_switch", "steps_per_update"):
+            _at_least(f"distill.generator.{name}", getattr(self, name), 0)
+        if self.lr <= 0 or self.beta < 0:
+            raise ConfigError(f"distill.generator.lr must be > 0 and beta >= 0, got {self.lr} and {self.beta}")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation of the old Q-values of earlier tasks (see agents/distillation.py and cl_rl/distillation.py)."""
+
+    source: Literal["none", "generated", "current"] = "none"  # generated: generative replay (RePR); current: LwF
+    alpha: float = 1.0  # α, weight of the distillation term
+    batch_size: int = 32  # states per earlier task in each update
+    normalize_q: bool = False  # divide each task's squared error by the variance of its teacher Q-values
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ConfigError(f"distill.alpha must be >= 0, got {self.alpha}")
+        _at_least("distill.batch_size", self.batch_size, 1)
+
+
+@dataclass
 class TaskConfig:
-    source: Literal["oracle"] = "oracle"  # where the task id comes from: the true game ('oracle')
+    """Where the current task id comes from (cl_rl/task_source.py, cl_rl/task_inference.py)."""
+
+    # fmn: inferred from the frames alone (the EWC paper's flat forget-me-not); oracle: the true game's label
+    source: Literal["fmn", "oracle"] = "fmn"
+    fmn: FMNSettings = field(default_factory=FMNSettings)  # settings of the inference (paper's values by default)
+
+
+@dataclass
+class EvalConfig:
+    """Scores on every game of the sequence while training (agents/periodic_evaluation.py), training untouched."""
+
+    enabled: bool = True  # evaluate at every segment end (and every `every` agent steps)
+    every: int = 0  # agent steps between evaluations besides the segment ends (0: segment ends only)
+    episodes: int = 3  # full episodes per game per evaluation
+    epsilon: float = 0.05  # ε of the evaluation policy (0.05 as in Mnih et al. 2015 and the EWC paper)
+    # task id: 'configured' asks a copy of the agent's own task source (task.source), so that retention includes
+    # recognising the game; 'oracle' uses the true game
+    task_source: Literal["configured", "oracle"] = "configured"
+    seed: int = 0  # seed of the evaluation envs and ε draws (separate from training's streams)
+
+    def __post_init__(self) -> None:
+        _at_least("eval.every", self.every, 0)
+        _at_least("eval.episodes", self.episodes, 1)
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"eval.epsilon must lie in [0, 1], got {self.epsilon}")
 
 
 @dataclass
@@ -148,7 +217,9 @@ class Config:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,7 +245,28 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:  # type:
 def config_from_dict(data: dict[str, Any]) -> Config:
     config = _build(Config, data, "")
     config.sequence.build()  # validates games and steps now rather than at the first switch
+    _check_replay_budget(config)
     return config
+
+
+def replay_bytes_per_task(config: Config) -> int:
+    """Bytes one task's replay buffer allocates with this config's observation shape and buffer size."""
+    a, e = config.agent, config.env
+    frame = e.screen_size * e.screen_size
+    if a.replay == "frames":
+        return FrameReplay.bytes_needed(a.buffer_size, (e.frame_stack, e.screen_size, e.screen_size))
+    return a.buffer_size * (2 * e.frame_stack * frame + 8 + 4 + 4 + 4)  # obs, next_obs, action, reward, done, timeout
+
+
+def _check_replay_budget(config: Config) -> None:
+    budget = config.agent.replay_memory_gb * 2**30
+    need = replay_bytes_per_task(config)
+    if budget and need > budget:
+        raise ConfigError(
+            f"agent.replay_memory_gb={config.agent.replay_memory_gb} is smaller than one task's replay buffer "
+            f"({need / 2**30:.2f} GiB for agent.buffer_size={config.agent.buffer_size}): raise the budget, lower "
+            "agent.buffer_size, or set agent.replay_memory_gb=0 for no budget"
+        )
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -23,12 +23,17 @@ from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
 from agents.consolidation import METHODS, build_consolidation
+from agents.distillation import NAME as DISTILL_NAME
+from agents.distillation import build_distillation
 from agents.policy import ContinualDQNPolicy
 from agents.replay import PerTaskReplayBuffer
+from agents.rng import capture_rng_state
 from agents.targets import double_dqn_target, dqn_target
 from cl_rl.exploration import PerTaskEpsilon
 from cl_rl.regularizer import Regularizer, total_penalty
 from cl_rl.task_source import OracleTaskSource, TaskSource
+
+CHECKPOINT_FORMAT = 1  # raise when saved state changes incompatibly; agents.checkpoints refuses other formats
 
 
 class ContinualDQN(DQN):
@@ -44,6 +49,8 @@ class ContinualDQN(DQN):
     :param buffer_size: capacity of *each* task's replay buffer.
     :param consolidation: settings of the built-in penalty (``method``: none | ewc | online_ewc | mas, ``lam``, ...;
         see ``agents.consolidation``); saved with the model, anchors included.
+    :param distill: settings of the distillation term (``source``: none | generated | current, ``alpha``, ``generator``,
+        ...; see ``agents.distillation``); saved with the model, teachers and generator included.
     :param regularizers: further terms added to the TD loss (not saved: re-attach them after ``load``).
     """
 
@@ -63,6 +70,7 @@ class ContinualDQN(DQN):
         double_dqn: bool = True,
         exploration_steps: int = 1_000_000,
         consolidation: dict[str, Any] | None = None,
+        distill: dict[str, Any] | None = None,
         regularizers: Sequence[Regularizer] = (),
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -73,8 +81,11 @@ class ContinualDQN(DQN):
         self.double_dqn = double_dqn
         self.epsilon = PerTaskEpsilon(self.exploration_initial_eps, self.exploration_final_eps, exploration_steps)
         self.consolidation = dict(consolidation or {"method": "none"})
+        self.distill = dict(distill or {"source": "none"})
         self.consolidation_state: dict[str, dict] = {}
         self.regularizers: list[Regularizer] = list(regularizers)
+        self.checkpoint_format = CHECKPOINT_FORMAT
+        self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.training.resume
         self.current_task = -1
         self.n_tasks_created = 0
         self.task_switches = 0
@@ -99,10 +110,17 @@ class ContinualDQN(DQN):
             if penalty.name in self.consolidation_state:
                 penalty.load_state_dict(self.consolidation_state[penalty.name])
             self.regularizers = [penalty, *(r for r in self.regularizers if r.name != penalty.name)]
+        distillation = build_distillation(self, self.distill)
+        if distillation is not None:
+            if distillation.name in self.consolidation_state:
+                distillation.load_state_dict(self.consolidation_state[distillation.name])
+            self.regularizers = [*(r for r in self.regularizers if r.name != distillation.name), distillation]
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
-        """SB3's ``save``, with the consolidation anchors (θ*, importance) in the saved data."""
-        self.consolidation_state = {r.name: r.state_dict() for r in self.regularizers if r.name in METHODS}
+        """SB3's ``save``, with the consolidation anchors (θ*, importance) and the distillation teachers saved too."""
+        saved = (*METHODS, DISTILL_NAME)
+        self.consolidation_state = {r.name: r.state_dict() for r in self.regularizers if r.name in saved}
+        self.rng_state = capture_rng_state(self.action_space)
         super().save(path, exclude, include)
 
     def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True, *args: Any):

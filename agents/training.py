@@ -5,20 +5,36 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.callbacks import ContinualLoggingCallback, SegmentCheckpointCallback, StopAtStepCallback
-from agents.checkpoints import list_checkpoints, replay_path
+from agents.callbacks import (
+    ContinualLoggingCallback,
+    GracefulStopCallback,
+    SegmentCheckpointCallback,
+    StopAtStepCallback,
+    StopRequest,
+    TaskInferenceMonitor,
+)
+from agents.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
 from agents.config import Config, ConfigError, load_config, save_config
-from agents.continual_dqn import ContinualDQN
-from cl_rl.task_source import OracleTaskSource
+from agents.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
+from agents.frame_replay_buffer import FrameStackReplayBuffer
+from agents.periodic_evaluation import PeriodicEvaluationCallback
+from agents.rng import restore_rng_state
+from cl_rl.task_inference import FlatFMN
+from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import make_atari_env
 from envs.sequence import GameSequence, SequenceEnv
 
@@ -37,6 +53,8 @@ class RunResult:
     model: ContinualDQN
     last_scores: dict[str, list[float]]
     seconds: float
+    interrupted: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM), if any
+    last_checkpoint: Path | None = None
 
 
 def new_run_dir(config: Config, root: Path = Path("runs")) -> Path:
@@ -68,12 +86,17 @@ def make_stream(config: Config, sequence: GameSequence) -> tuple[SequenceEnv, Du
     return stream, DummyVecEnv([lambda: stream])
 
 
+def make_task_source(config: Config) -> TaskSource:
+    """The configured source of task ids: inferred from frames (``fmn``) or the true game (``oracle``)."""
+    return FlatFMN(config.task.fmn) if config.task.source == "fmn" else OracleTaskSource()
+
+
 def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
     a = config.agent
     return ContinualDQN(
         "ContinualCnnPolicy",
         env,
-        task_source=OracleTaskSource(),
+        task_source=make_task_source(config),
         double_dqn=a.double_dqn,
         exploration_steps=a.exploration_steps,
         learning_rate=a.learning_rate,
@@ -88,43 +111,87 @@ def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
         exploration_final_eps=a.exploration_final_eps,
         max_grad_norm=a.max_grad_norm,
         policy_kwargs={"network": a.network, "gains": a.gains},
+        replay_buffer_kwargs={
+            "buffer_class": FrameStackReplayBuffer if a.replay == "frames" else ReplayBuffer,
+            "memory_budget": int(a.replay_memory_gb * 2**30),
+        },
         consolidation=dataclasses.asdict(config.consolidation),
+        distill=dataclasses.asdict(config.distill),
         seed=config.run.seed,
         device=config.run.device,
     )
 
 
-def train(config: Config, run_dir: Path, overwrite: bool = False) -> RunResult:
-    """Start a new run in ``run_dir`` and train over the whole sequence."""
+def train(
+    config: Config, run_dir: Path, overwrite: bool = False, callbacks: Sequence[BaseCallback] = ()
+) -> RunResult:
+    """Start a new run in ``run_dir`` and train over the whole sequence (``callbacks``: extra SB3 callbacks)."""
     prepare_run_dir(run_dir, overwrite)
     save_config(config, run_dir / CONFIG_NAME)
     sequence = config.sequence.build()
     stream, env = make_stream(config, sequence)
     model = make_agent(config, env)
-    return _learn(config, sequence, stream, model, run_dir, first_time=True)
+    return _learn(config, sequence, stream, model, run_dir, first_time=True, callbacks=callbacks)
 
 
-def resume(run_dir: Path) -> RunResult:
-    """Continue a run from its newest checkpoint, with the config saved in the run directory."""
+def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
+    """Continue a run from its newest valid checkpoint, with the config saved in the run directory.
+
+    ``overrides`` may change only ``run.*`` and ``eval.*`` settings (for this process; config.yaml is kept as it was
+    written): anything else would make the checkpoint describe a different run.
+    """
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise RunDirError(f"{str(run_dir)!r} holds no {CONFIG_NAME}: it is not a run directory of scripts/train.py")
     config = load_config(config_path)
-    checkpoints = list_checkpoints(run_dir / CHECKPOINT_DIR)
-    if not checkpoints:
-        raise RunDirError(f"{str(run_dir)!r} holds no checkpoint yet; start the run again with --overwrite")
-    _, newest = checkpoints[-1]
+    if overrides:
+        config = _resume_overrides(config, load_config(config_path, list(overrides)))
+    _, newest = newest_valid_checkpoint(run_dir / CHECKPOINT_DIR, CHECKPOINT_FORMAT)
     sequence = config.sequence.build()
     stream, env = make_stream(config, sequence)
-    model = ContinualDQN.load(newest, env=env, device=config.run.device)
-    if replay_path(newest).is_file():
-        model.load_replay_buffer(replay_path(newest))
+    try:
+        model = ContinualDQN.load(newest, env=env, device=config.run.device)
+        if replay_path(newest).is_file():
+            model.load_replay_buffer(replay_path(newest))
+    except Exception as err:  # a checkpoint that passed its checks but cannot be rebuilt: say which and why
+        stream.close()
+        raise CheckpointError(f"checkpoint {newest} cannot be loaded ({type(err).__name__}: {err})") from err
+    if model.rng_state is not None:
+        restore_rng_state(model.rng_state, model.action_space)
     stream.seek(model.num_timesteps)
     return _learn(config, sequence, stream, model, run_dir, first_time=False)
 
 
+# Settings that fix the shapes of the network, the observations or the saved state: a checkpoint cannot take others.
+_SHAPE_KEYS = ("agent.network", "agent.gains", "env.screen_size", "env.frame_stack", "task.fmn.size", "task.fmn.levels")
+
+
+def _resume_overrides(saved: Config, wanted: Config) -> Config:
+    old, new = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    changed = sorted(k for k in new if old.get(k) != new[k])
+    shape = [k for k in changed if k.startswith(_SHAPE_KEYS)]
+    if shape:
+        raise ConfigError(
+            f"--resume with {', '.join(shape)} changed: that changes the network shape, so the run's checkpoints "
+            "cannot be loaded into it. Resume without it, or start a new run with --run-dir"
+        )
+    fixed = [k for k in changed if not k.startswith(("run.", "eval."))]
+    if fixed:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(fixed)}: the checkpoint was trained with the saved values. Only run.* "
+            "and eval.* settings may be overridden on resume; start a new run for the others"
+        )
+    return wanted
+
+
 def _learn(
-    config: Config, sequence: GameSequence, stream: SequenceEnv, model: ContinualDQN, run_dir: Path, first_time: bool
+    config: Config,
+    sequence: GameSequence,
+    stream: SequenceEnv,
+    model: ContinualDQN,
+    run_dir: Path,
+    first_time: bool,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> RunResult:
     logger = configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"])
     model.set_logger(logger)
@@ -138,21 +205,56 @@ def _learn(
         keep=config.run.keep_checkpoints,
         save_replay=config.run.save_replay,
     )
+    evaluation = []
+    if config.eval.enabled:
+        evaluation.append(PeriodicEvaluationCallback.from_config(config.eval, sequence, config.env))
     remaining = sequence.total_steps - model.num_timesteps
+    stop = StopRequest()
+    graceful = GracefulStopCallback(stop, checkpoint_cb)
     start = time.perf_counter()
+    previous_handlers = _catch_stop_signals(stop)
     try:
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[logging_cb, checkpoint_cb, StopAtStepCallback(sequence.total_steps)],
+                callback=[
+                    TaskInferenceMonitor(),  # before logging_cb, which dumps the logger at segment ends
+                    logging_cb,
+                    checkpoint_cb,
+                    *evaluation,
+                    StopAtStepCallback(sequence.total_steps),
+                    graceful,
+                    *callbacks,
+                ],
                 log_interval=1,
                 reset_num_timesteps=first_time,
                 progress_bar=config.run.progress_bar,
             )
     finally:
-        logger.close()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        logger.close()  # flushes TensorBoard
         stream.close()
-    return RunResult(run_dir, model, logging_cb.last_scores, time.perf_counter() - start)
+    interrupted = stop.signal_name if graceful.stopped_at is not None else None
+    return RunResult(
+        run_dir, model, logging_cb.last_scores, time.perf_counter() - start, interrupted, checkpoint_cb.last_saved
+    )
+
+
+def _catch_stop_signals(stop: StopRequest) -> dict[int, Any]:
+    """Route SIGINT and SIGTERM to ``stop`` (a second Ctrl-C stops at once); returns the handlers to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signals reach only the main thread; a run driven from another thread stops by other means
+    previous = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.signal_name = signal.Signals(signum).name
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handle)
+    return previous
 
 
 def _log_config(model: ContinualDQN, config: Config) -> None:
@@ -177,4 +279,4 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-__all__ = ["ConfigError", "RunDirError", "RunResult", "new_run_dir", "resume", "train"]
+__all__ = ["CheckpointError", "ConfigError", "RunDirError", "RunResult", "new_run_dir", "resume", "train"]

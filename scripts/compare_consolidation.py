@@ -2,7 +2,7 @@
 """Train A → B with each consolidation method (same seed) and print how well each keeps A.
 
     python scripts/compare_consolidation.py [configs/default.yaml] [key=value ...] --game-a Pong --game-b Breakout \
-        --steps-a 20000 --steps-b 20000 --methods none,ewc,online_ewc,mas
+        --steps-a 20000 --steps-b 20000 --methods none,ewc,online_ewc,mas,generative_replay,lwf
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 
 from agents.comparison import compare
 from agents.config import ConfigError, load_config
+from agents.consolidation import METHODS
+from agents.distillation import METHODS as DISTILL_METHODS
 from envs.games import UnknownGameError, canonical_game
 
 
@@ -31,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         game_a, game_b = canonical_game(args.game_a), canonical_game(args.game_b)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        known = [*METHODS, *DISTILL_METHODS]
         for m in methods:
-            if m not in ("none", "ewc", "online_ewc", "mas"):
-                raise ConfigError(f"unknown method {m!r} in --methods; choose from none, ewc, online_ewc, mas")
+            if m not in known:
+                raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(known)}")
     except (ConfigError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -42,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         config, game_a, game_b, args.steps_a, args.steps_b, methods, args.eval_episodes, log_dir=args.log_dir
     )
     print(f"\n{game_a} ({args.steps_a} steps) -> {game_b} ({args.steps_b} steps), seed {config.run.seed}")
-    header = f"{'method':<11} {'Q drift on A':>12} {'A after A':>10} {'A after B':>10} {'B after B':>10} {'seconds':>8}"
+    header = f"{'method':<17} {'Q drift on A':>12} {'A after A':>10} {'A after B':>10} {'B after B':>10} {'seconds':>8}"
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.method:<11} {r.q_drift_a:>12.4f} {r.score_a_after_a:>10.1f} {r.score_a_after_b:>10.1f} "
+            f"{r.method:<17} {r.q_drift_a:>12.4f} {r.score_a_after_a:>10.1f} {r.score_a_after_b:>10.1f} "
             f"{r.score_b_after_b:>10.1f} {r.seconds:>8.0f}"
         )
     return 0

@@ -2,7 +2,11 @@
 """Train a continual DQN over a sequence of Atari games.
 
 python scripts/train.py configs/default.yaml [key.sub=value ...] [--run-dir DIR] [--overwrite]
-python scripts/train.py --resume RUN_DIR
+python scripts/train.py --resume RUN_DIR [run.key=value eval.key=value ...]
+
+Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint, flushes TensorBoard and exits 0; --resume continues
+from the newest valid checkpoint. Bad input (unknown game or key, bad value, unusable run directory or checkpoint)
+exits 2 with a message that says what to change.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from pathlib import Path
 
 from agents.config import ConfigError, load_config
-from agents.training import RunDirError, new_run_dir, resume, train
+from agents.training import CheckpointError, RunDirError, new_run_dir, resume, train
 from envs.games import UnknownGameError
 
 
@@ -27,9 +31,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.resume is not None:
-            if args.config or args.overrides:
-                raise ConfigError("--resume RUN_DIR uses the config saved in RUN_DIR; give no config or overrides")
-            result = resume(args.resume)
+            if args.run_dir or args.overwrite:
+                raise ConfigError("--resume RUN_DIR continues RUN_DIR itself; drop --run-dir and --overwrite")
+            # With --resume every positional argument is an override of the run's saved config.
+            overrides = [a for a in (args.config, *args.overrides) if a is not None]
+            if any("=" not in a for a in overrides):
+                raise ConfigError(
+                    "--resume RUN_DIR uses the config saved in RUN_DIR; give only run.*/eval.* overrides (key=value)"
+                )
+            result = resume(args.resume, overrides)
         else:
             if args.config is None:
                 parser.error("give a config file (e.g. configs/default.yaml) or --resume RUN_DIR")
@@ -37,9 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.run_dir or new_run_dir(config)
             print(f"run directory: {run_dir}")
             result = train(config, run_dir, overwrite=args.overwrite)
-    except (ConfigError, RunDirError, UnknownGameError) as err:
+    except (ConfigError, RunDirError, CheckpointError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+    if result.interrupted:
+        print(f"\n{result.interrupted}: stopped after agent step {result.model.num_timesteps}")
+        print(f"  checkpoint:  {result.last_checkpoint}")
+        print(f"  continue with:  python scripts/train.py --resume {result.run_dir}")
+        return 0
 
     print(f"\nfinished {result.model.num_timesteps} agent steps in {result.seconds:.0f} s")
     for game, scores in result.last_scores.items():

@@ -118,3 +118,22 @@ def test_ewc_run_logs_penalties_per_task_and_importance_statistics(tmp_path):
         assert len(scalars[f"consolidation/ewc/{tag}"]) == 2, tag
     acc = EventAccumulator(str(next((run_dir / "tb").glob("events.*"))))
     assert "consolidation/ewc/importance" in acc.Reload().Tags()["histograms"]
+
+
+def test_inferred_tasks_run_end_to_end_and_log_their_agreement_with_the_games(tmp_path):
+    """task.source=fmn: the agent is never told the game; the logger scores the inference against the true games."""
+    run_dir = tmp_path / "fmn"
+    overrides = [
+        "task.source=fmn",
+        "sequence.segments.0.steps=400",
+        "sequence.segments.2.steps=300",
+        "eval.enabled=false",
+    ]
+    result = _train(str(REPO / "configs" / "tiny.yaml"), *overrides, "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    scalars = _scalars(run_dir)
+    assert max(v for _, v in scalars["task/n_tasks"]) == 2  # Pong and Breakout; the Pong revisit is recognised
+    assert scalars["task/true_switches"][-1][1] == 2 and scalars["task/detected_switches"][-1][1] == 2
+    assert all(delay <= 100 for _, delay in scalars["task/switch_delay"])
+    assert scalars["task/ari"][-1][1] > 0.6  # ~50 of the 850 steps fall in the two detection delays
+    assert scalars["replay/bytes_allocated"][-1][1] > 0 and "replay/task_1/size" in scalars

@@ -1,0 +1,228 @@
+"""Scores of the agent on every game of its sequence, taken during training without disturbing it.
+
+As in the EWC paper (Kirkpatrick et al. 2017, Fig. 4), every game of the sequence (seen or not yet) is played with
+training off: ``episodes`` full episodes, ε-greedy (ε = 0.05), with the training preprocessing and episode cap. The
+task id of each step comes from a *copy* of the agent's task source fed with the evaluation's own observations
+(``configured``: an inferred task source must also recognise the game), or from the true game (``oracle``).
+
+A task id the network does not have yet (a game never trained, or one the task source takes for a new one) is played
+the way the agent would meet it: with fresh gains (1) and biases (0) on the shared weights, i.e. the parameters a new
+task starts from (``cl_rl.task_modulation``), in a copy of the network. That is the zero-shot score of forward
+transfer.
+
+Training state is left as it was: the evaluation has its own envs and ε generator, copies the task source, restores
+the active task, and saves and restores the global ``random``, NumPy and torch generators; ε timers and replay
+buffers are never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.config import EvalConfig
+from agents.continual_dqn import ContinualDQN
+from cl_rl.retention import total_clipped
+from cl_rl.task_modulation import add_task, set_task, task_affine_layers
+from cl_rl.task_source import OracleTaskSource, TaskSource
+from envs.atari import AtariSettings, make_atari_env
+from envs.scores import human_normalized_score
+from envs.sequence import GameSequence
+
+TaskMode = Literal["configured", "oracle"]
+
+
+@dataclass(frozen=True)
+class GameEvaluation:
+    """Episode scores of one game, and the task ids that played it."""
+
+    game: str
+    scores: tuple[float, ...]
+    task: int  # most frequent task id over the steps (>= known_tasks: a task the network did not have yet)
+    known_tasks: int  # tasks the network had when evaluated
+
+    @property
+    def score(self) -> float:
+        """Mean raw score over the episodes."""
+        return float(np.mean(self.scores))
+
+    @property
+    def hns(self) -> float:
+        """Human-normalised mean score (0: random play, 1: human)."""
+        return human_normalized_score(self.game, self.score)
+
+
+def evaluate_games(
+    model: ContinualDQN,
+    games: Sequence[str],
+    settings: AtariSettings,
+    episodes: int = 3,
+    epsilon: float = 0.05,
+    task_source: TaskMode = "configured",
+    seed: int = 0,
+    on_game: Callable[[GameEvaluation], None] | None = None,
+) -> list[GameEvaluation]:
+    """Play ``episodes`` episodes of each game ε-greedily; game ``k`` of ``games`` uses env and ε seed ``seed + k``.
+
+    ``on_game`` is called with each game's result as soon as it is known (for a progress bar).
+    """
+    if task_source not in ("configured", "oracle"):
+        raise ValueError(f"task_source must be 'configured' or 'oracle', got {task_source!r}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    with preserved_global_rng():
+        results = []
+        for k, game in enumerate(games):
+            source = _task_source_copy(model, task_source, games)
+            results.append(_evaluate_game(model, game, source, settings, episodes, epsilon, seed + k))
+            if on_game is not None:
+                on_game(results[-1])
+        return results
+
+
+@contextmanager
+def preserved_global_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) global generators on exit."""
+    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str]) -> TaskSource:
+    """A task source the evaluation may feed freely: the agent's own (copied), or an oracle."""
+    if mode == "configured" or isinstance(model.task_source, OracleTaskSource):
+        return copy.deepcopy(model.task_source)
+    oracle = OracleTaskSource()  # the agent infers its tasks: number games in order of first appearance, as it would
+    oracle.load_state_dict({"ids": {game: k for k, game in enumerate(dict.fromkeys(games))}})
+    return oracle
+
+
+def _evaluate_game(
+    model: ContinualDQN,
+    game: str,
+    source: TaskSource,
+    settings: AtariSettings,
+    episodes: int,
+    epsilon: float,
+    seed: int,
+) -> GameEvaluation:
+    known = model.policy.n_tasks
+    new_task_net: torch.nn.Module | None = None
+    env = make_atari_env(game, settings, seed=seed)
+    rng = np.random.default_rng(seed)
+    scores: list[float] = []
+    tasks: Counter[int] = Counter()
+    active = task_affine_layers(model.q_net)[0].active
+    try:
+        with torch.no_grad():
+            obs, _ = env.reset(seed=seed)
+            while len(scores) < episodes:
+                task = source.observe(obs, game)
+                tasks[task] += 1
+                if rng.random() < epsilon:
+                    action = int(rng.integers(env.action_space.n))
+                else:
+                    if task < known:
+                        net = model.q_net
+                        set_task(net, task)
+                    else:
+                        if new_task_net is None:
+                            new_task_net = _with_new_task(model.q_net)
+                        net = new_task_net
+                    action = int(net(torch.as_tensor(obs, device=model.device).unsqueeze(0)).argmax())
+                obs, _, terminated, truncated, info = env.step(action)
+                if "episode" in info:
+                    scores.append(float(info["episode"]["r"]))
+                if terminated or truncated:
+                    obs, _ = env.reset()
+    finally:
+        env.close()
+        if active >= 0:
+            set_task(model.q_net, active)
+    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)
+
+
+def _with_new_task(q_net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``q_net`` playing a task it never had: fresh gains and biases on the shared weights."""
+    net = copy.deepcopy(q_net)
+    add_task(net)
+    set_task(net, task_affine_layers(net)[0].n_tasks - 1)
+    return net
+
+
+class PeriodicEvaluationCallback(BaseCallback):
+    """Evaluates every game at each segment end and every ``every`` agent steps (0: segment ends only).
+
+    Logs ``eval/<Game>/score`` (raw mean score), ``eval/<Game>/hns``, ``eval/<Game>/task`` (the task id that played
+    it), ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most).
+    """
+
+    def __init__(
+        self,
+        games: Sequence[str],
+        settings: AtariSettings,
+        segment_ends: Sequence[int],
+        every: int = 0,
+        episodes: int = 3,
+        epsilon: float = 0.05,
+        task_source: TaskMode = "configured",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.games, self.settings = list(games), settings
+        self.segment_ends, self.every = set(segment_ends), every
+        self.episodes, self.epsilon, self.task_source, self.seed = episodes, epsilon, task_source, seed
+        self.history: list[tuple[int, list[GameEvaluation]]] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps in self.segment_ends or (self.every and self.num_timesteps % self.every == 0):
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> list[GameEvaluation]:
+        """Score every game now, log it under ``eval/`` at the current step, and keep it in ``history``."""
+        results = evaluate_games(
+            self.model, self.games, self.settings, self.episodes, self.epsilon, self.task_source, self.seed
+        )
+        for r in results:
+            self.logger.record(f"eval/{r.game}/score", r.score)
+            self.logger.record(f"eval/{r.game}/hns", r.hns)
+            self.logger.record(f"eval/{r.game}/task", r.task)
+        hns = np.array([r.hns for r in results])
+        self.logger.record("eval/mean_hns", float(hns.mean()))
+        self.logger.record("eval/total_clipped_hns", total_clipped(hns))
+        self.logger.dump(self.num_timesteps)
+        self.history.append((self.num_timesteps, results))
+        return results
+
+    @classmethod
+    def from_config(
+        cls, config: EvalConfig, sequence: GameSequence, settings: AtariSettings
+    ) -> PeriodicEvaluationCallback:
+        """The callback a run's ``eval`` section asks for, over every game of ``sequence``."""
+        return cls(
+            sequence.games,
+            settings,
+            sequence.ends,
+            config.every,
+            config.episodes,
+            config.epsilon,
+            config.task_source,
+            config.seed,
+        )

@@ -1,0 +1,343 @@
+"""Agent steps per second of stock stable-baselines3 DQN against this agent, plus memory (GitHub issue 7).
+
+Three variants run on the same game, seed and hyperparameters (batch, one update per ``train_freq`` agent steps,
+buffer size, Nature CNN, learning rate, ε):
+
+- ``sb3``: stock SB3 ``DQN("CnnPolicy")`` on SB3's own Atari chain (``make_atari_env`` + ``VecFrameStack``), the
+  full 18-action set, SB3's ``ReplayBuffer``;
+- ``plain``: ``ContinualDQN`` with the continual machinery off: oracle task id, one game, no consolidation, the
+  configured replay kind (``frames`` by default; ``plain_sb3_replay`` uses SB3's ``ReplayBuffer`` per task);
+- ``full``: everything on: forget-me-not task inference, per-task frame buffers, EWC with two earlier anchors. The
+  stream is ``setup_games[0]`` → ``setup_games[1]`` → ``game``; the task inference must itself detect both switches,
+  and each switch computes that task's Fisher (``fisher_batches`` minibatches, few so that the set-up stays short).
+  The timed segment is refused unless two EWC terms are active in every update.
+
+Only agent steps after ``learning_starts`` + ``warmup`` are timed, so every timed step is a training step with a
+forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed value) and one update every
+``train_freq`` steps. Peak resident memory is the process's high-water mark, reset before each variant through
+``/proc/self/clear_refs`` (Linux ≥ 4.0; elsewhere the process-wide peak).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3 import DQN
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_atari_env as sb3_make_atari_env
+from stable_baselines3.common.vec_env import VecFrameStack
+
+from agents.config import Config, config_from_dict, replay_bytes_per_task
+from agents.continual_dqn import ContinualDQN
+from agents.replay import buffer_nbytes
+from agents.training import make_agent, make_stream
+from cl_rl.regularizer import total_penalty
+from envs.games import ale_env_id, canonical_game
+
+VARIANTS = ("sb3", "plain", "plain_sb3_replay", "full")
+EWC_PROTOCOL = (10, 50_000)  # the EWC paper's Atari protocol: 10 tasks × 50k transitions per task's buffer
+
+
+@dataclass
+class BenchSettings:
+    """What every variant shares; defaults: the default run's agent (configs/default.yaml), ε annealed."""
+
+    game: str = "Pong"  # the timed game
+    seed: int = 0
+    steps: int = 1_000  # timed agent steps per run
+    warmup: int = 200  # training agent steps after learning_starts before the timer starts
+    buffer_size: int = 10_000  # transitions per (task's) replay buffer
+    learning_starts: int = 1_000  # transitions before the first update (per task for this agent)
+    batch_size: int = 32
+    train_freq: int = 4  # agent steps per update
+    target_update_interval: int = 2_000  # agent steps between target-network syncs
+    epsilon: float = 0.01  # fixed ε of every variant: a forward pass on 99% of the steps
+    double_dqn: bool = True  # this agent's target (SB3's DQN has no Double-DQN option)
+    setup_games: tuple[str, str] = ("Breakout", "Freeway")  # earlier tasks of the full variant, each anchored by EWC
+    setup_steps: int = 300  # agent steps of each set-up game (random actions: its buffer stays under learning_starts)
+    fisher_batches: int = 2  # minibatches of each anchor's Fisher (the paper: 100; only the set-up pays for them)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "buffer_size", "batch_size", "train_freq", "setup_steps", "fisher_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.learning_starts < self.batch_size:
+            raise ValueError(
+                f"warmup must be >= 0 and learning_starts >= batch_size, got {self.warmup} and {self.learning_starts}"
+            )
+        self.game = canonical_game(self.game)
+        if self.game in self.setup_games:
+            raise ValueError(f"the timed game {self.game} must differ from the set-up games {self.setup_games}")
+
+    @property
+    def first_timed_step(self) -> int:
+        """Agent step (of the timed game) at which the timer starts: a multiple of train_freq, after warm-up."""
+        start = self.learning_starts + self.warmup
+        return -(-start // self.train_freq) * self.train_freq
+
+
+@dataclass
+class VariantResult:
+    name: str
+    steps_per_s: float
+    peak_rss: int  # bytes: the process's peak resident memory during this variant
+    rss_before: int  # bytes resident when the variant started
+    replay_bytes_per_transition: float  # bytes the timed task's buffer allocated per transition it can hold
+    notes: dict[str, float] = field(default_factory=dict)
+
+
+# --- memory -------------------------------------------------------------------------------------------------------
+def _proc_status(key: str) -> int | None:
+    """A ``kB`` field of /proc/self/status in bytes (None where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process; False where unsupported (then peaks are process-wide)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss() -> int:
+    """Peak resident memory in bytes since the last ``reset_peak_rss`` (or since the process started)."""
+    hwm = _proc_status("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss() -> int:
+    rss = _proc_status("VmRSS")
+    return rss if rss is not None else peak_rss()
+
+
+# --- timing -------------------------------------------------------------------------------------------------------
+class Stopwatch(BaseCallback):
+    """Times agent steps ``start`` to ``start + steps`` (global step numbers) and then stops ``learn``.
+
+    The clock starts right after step ``start`` is taken, so the span holds ``steps`` env steps and, with ``start``
+    and ``steps`` multiples of ``train_freq``, exactly ``steps / train_freq`` updates.
+    """
+
+    def __init__(self, start: int, steps: int, on_start: Callable[[BaseAlgorithm], None] | None = None) -> None:
+        super().__init__()
+        self.start, self.steps, self.on_start = start, steps, on_start
+        self.started = self.stopped = 0.0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.start:
+            if self.on_start is not None:
+                self.on_start(self.model)
+            self.started = time.perf_counter()
+        elif self.num_timesteps == self.start + self.steps:
+            self.stopped = time.perf_counter()
+            return False
+        return True
+
+    @property
+    def steps_per_s(self) -> float:
+        assert self.stopped > self.started > 0, "the timed span never ended: learn() stopped before it"
+        return self.steps / (self.stopped - self.started)
+
+
+def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> float:
+    steps = -(-s.steps // s.train_freq) * s.train_freq
+    watch = Stopwatch(start, steps, on_start)
+    model.learn(start + steps + s.train_freq, callback=watch, log_interval=1_000_000, progress_bar=False)
+    return watch.steps_per_s
+
+
+# --- the variants -------------------------------------------------------------------------------------------------
+def run_sb3(s: BenchSettings) -> tuple[float, float]:
+    """Stock SB3 DQN on SB3's Atari chain; (steps/s, replay bytes per transition)."""
+    env = sb3_make_atari_env(
+        ale_env_id(s.game),
+        n_envs=1,
+        seed=s.seed,
+        env_kwargs={
+            "frameskip": 1,  # SB3's AtariWrapper skips frames itself
+            "repeat_action_probability": 0.0,
+            "full_action_space": True,
+            "max_num_frames_per_episode": 108_000,
+        },
+        wrapper_kwargs={"terminal_on_life_loss": False},  # as this agent's default run
+    )
+    env = VecFrameStack(env, n_stack=4)
+    model = DQN(
+        "CnnPolicy",
+        env,
+        learning_rate=1e-4,
+        buffer_size=s.buffer_size,
+        learning_starts=s.learning_starts,
+        batch_size=s.batch_size,
+        gamma=0.99,
+        train_freq=s.train_freq,
+        gradient_steps=1,
+        target_update_interval=s.target_update_interval,
+        exploration_initial_eps=s.epsilon,
+        exploration_final_eps=s.epsilon,
+        max_grad_norm=10.0,
+        optimize_memory_usage=False,
+        seed=s.seed,
+        device=s.device,
+    )
+    try:
+        rate = _timed_learn(model, s.first_timed_step, s)
+        return rate, buffer_nbytes(model.replay_buffer) / s.buffer_size
+    finally:
+        env.close()
+
+
+def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config:
+    """This agent's config for a variant: the plain one plays ``game`` alone; the full one is preceded by set-up."""
+    timed = s.first_timed_step + s.steps + 4 * s.train_freq
+    segments = [{"game": g, "steps": s.setup_steps} for g in s.setup_games] if full else []
+    segments.append({"game": s.game, "steps": timed})
+    return config_from_dict(
+        {
+            "run": {"seed": s.seed, "device": s.device, "progress_bar": False, "checkpoint_every": 0},
+            "sequence": {"segments": segments},
+            "env": {"sticky_action_prob": 0.0, "terminal_on_life_loss": False},
+            "task": {"source": "fmn" if full else "oracle"},
+            "agent": {
+                "network": "nature",
+                "double_dqn": s.double_dqn,
+                "buffer_size": s.buffer_size,
+                "learning_starts": s.learning_starts,
+                "batch_size": s.batch_size,
+                "train_freq": s.train_freq,
+                "gradient_steps": 1,
+                "target_update_interval": s.target_update_interval,
+                "exploration_initial_eps": s.epsilon,
+                "exploration_final_eps": s.epsilon,
+                "replay": replay,
+            },
+            "consolidation": {"method": "ewc", "batches": s.fisher_batches} if full else {"method": "none"},
+            "eval": {"enabled": False},
+        }
+    )
+
+
+def _require_two_anchors(model: BaseAlgorithm) -> None:
+    assert isinstance(model, ContinualDQN)
+    _, terms = total_penalty(model.regularizers, model.current_task)
+    if len(terms) < 2:
+        raise RuntimeError(
+            f"the full variant must train under >= 2 EWC anchors, but {len(terms)} are active ({sorted(terms)}; "
+            f"task {model.current_task} of {model.n_tasks_created}): the task inference missed a switch; "
+            "lengthen setup_steps"
+        )
+
+
+def run_agent(s: BenchSettings, full: bool, replay: str = "frames") -> tuple[float, float, dict[str, float]]:
+    """This agent (plain or full); (steps/s, replay bytes per transition, notes on tasks and anchors)."""
+    config = agent_config(s, full, replay)
+    _, env = make_stream(config, config.sequence.build())
+    model = make_agent(config, env)
+    start = (2 * s.setup_steps if full else 0) + s.first_timed_step
+    try:
+        rate = _timed_learn(model, start, s, on_start=_require_two_anchors if full else None)
+        _, terms = total_penalty(model.regularizers, model.current_task)
+        notes = {"tasks": float(model.n_tasks_created), "anchors": float(len(terms))}
+        return rate, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
+    finally:
+        env.close()
+
+
+def run_variant(name: str, s: BenchSettings) -> VariantResult:
+    """One timed run of variant ``name`` with its peak resident memory."""
+    gc.collect()
+    reset_peak_rss()
+    before = current_rss()
+    notes: dict[str, float] = {}
+    if name == "sb3":
+        rate, per_transition = run_sb3(s)
+    elif name == "plain":
+        rate, per_transition, notes = run_agent(s, full=False)
+    elif name == "plain_sb3_replay":
+        rate, per_transition, notes = run_agent(s, full=False, replay="sb3")
+    elif name == "full":
+        rate, per_transition, notes = run_agent(s, full=True)
+    else:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    result = VariantResult(name, rate, peak_rss(), before, per_transition, notes)
+    gc.collect()
+    return result
+
+
+def run_benchmark(
+    s: BenchSettings, variants: tuple[str, ...], repeats: int, report: Callable[[VariantResult], None] = print
+) -> dict[str, list[VariantResult]]:
+    """``repeats`` rounds of every variant, alternating (each round starts one variant later, to spread drift)."""
+    results: dict[str, list[VariantResult]] = {v: [] for v in variants}
+    for r in range(repeats):
+        for i in range(len(variants)):
+            name = variants[(i + r) % len(variants)]
+            result = run_variant(name, s)
+            results[name].append(result)
+            report(result)
+    return results
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+def median_rate(runs: list[VariantResult]) -> float:
+    return float(np.median([r.steps_per_s for r in runs]))
+
+
+def ewc_protocol_bytes(replay: str) -> int:
+    """Replay memory of the EWC paper's protocol (10 tasks × 50k transitions) with ``replay`` buffers."""
+    tasks, size = EWC_PROTOCOL
+    sequence = {"segments": [{"game": "Pong", "steps": 1}]}
+    config = config_from_dict({"sequence": sequence, "agent": {"replay": replay, "buffer_size": size}})
+    return tasks * replay_bytes_per_task(config)
+
+
+def format_report(results: dict[str, list[VariantResult]], threads: int) -> list[str]:
+    """The summary table, the memory figures and the last line ``ratio_full_vs_sb3=… ratio_plain_vs_sb3=… …``."""
+    mib = 2**20
+    base = median_rate(results["sb3"])
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    lines = [f"torch threads: {threads}; load average at the end (1, 5, 15 min): {load}", ""]
+    lines.append(
+        f"{'variant':<17} {'steps/s (median)':>16} {'runs':>24} {'vs sb3':>7} {'peak RSS MiB':>12} {'(+MiB)':>7} "
+        f"{'B/transition':>12}"
+    )
+    for name, runs in results.items():
+        rates = ", ".join(f"{r.steps_per_s:.1f}" for r in runs)
+        peak = max(r.peak_rss for r in runs) / mib
+        growth = max(r.peak_rss - r.rss_before for r in runs) / mib
+        lines.append(
+            f"{name:<17} {median_rate(runs):>16.1f} {rates:>24} {median_rate(runs) / base:>6.2f}x "
+            f"{peak:>12.0f} {growth:>+7.0f} {runs[0].replay_bytes_per_transition:>12,.0f}"
+        )
+    lines.append("")
+    tasks, size = EWC_PROTOCOL
+    for replay in ("frames", "sb3"):
+        total = ewc_protocol_bytes(replay)
+        lines.append(
+            f"EWC protocol ({tasks} tasks x {size:,} transitions), {replay} replay: "
+            f"{total / size / tasks:,.0f} B/transition, {total / 2**30:.2f} GiB"
+        )
+    peak = max(r.peak_rss for runs in results.values() for r in runs)
+    lines.append(f"peak RSS of any variant: {peak / mib:.0f} MiB (+MiB: above the RSS at the variant's start)")
+    full, plain = median_rate(results["full"]), median_rate(results["plain"])
+    lines.append(
+        f"ratio_full_vs_sb3={full / base:.3f} ratio_plain_vs_sb3={plain / base:.3f} steps_per_s_full={full:.1f}"
+    )
+    return lines

@@ -1,0 +1,157 @@
+"""Retention metrics of a continual run, computed from its retention matrix.
+
+The retention matrix ``R`` has one row per training segment and one column per game: ``R[i, j]`` is the score on game
+``j`` measured right after segment ``i``; ``trained[i]`` is the column of the game trained during segment ``i`` (a
+game may be trained in several segments). Scores are usually human-normalised (HNS: random play 0, human 1), so the
+games can be averaged. A missing evaluation is NaN and is skipped where a metric can do without it.
+
+- total clipped HNS: Σ_j clip(HNS_j, 0, 1), the EWC paper's summary (Kirkpatrick et al. 2017, Fig. 4B): 0 for random
+  play on every game, the number of games for human level on all of them;
+- forgetting of game j: its best score right after one of its own segments minus its score at the end
+  (Wolczyk et al. 2021, Continual World, F_i = p_i(i·Δ) − p_i(T); with revisits, the best of the visits, as in
+  Powers et al. 2021, CORA);
+- backward transfer: mean over games of R[T, j] − R[l_j, j], with l_j the last segment that trained j (Lopez-Paz &
+  Ranzato 2017, GEM, BWT = 1/(T−1) Σ_i R_{T,i} − R_{i,i}; games trained in the last segment are left out);
+- forward transfer: mean over games of R[f_j − 1, j] − b_j, the zero-shot score just before j's first segment f_j
+  against the score b_j of a random policy (GEM's FWT = 1/(T−1) Σ_i R_{i−1,i} − b_i; games trained first are left
+  out); against a single-task reference run, R[f_j, j] − ref_j: the score after j's first segment against that of
+  an agent trained on j alone for as long (Continual World's forward transfer, with end scores instead of areas);
+- aggregates across seeds: the interquartile mean (IQM) with stratified-bootstrap percentile confidence intervals,
+  following rliable's definitions (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"):
+  ``scipy.stats.trim_mean(x, 0.25)`` over all runs × games, runs resampled with replacement within each game.
+  (rliable itself is not a dependency: its ``arch`` dependency fails to import with pandas 3.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _check(matrix: np.ndarray, trained: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    matrix, trained = np.asarray(matrix, dtype=float), [int(j) for j in trained]
+    if matrix.ndim != 2:
+        raise ValueError(f"a retention matrix has 2 axes (segments × games), got shape {matrix.shape}")
+    if len(trained) != matrix.shape[0]:
+        raise ValueError(f"trained names the game of each of the {matrix.shape[0]} rows, got {len(trained)} entries")
+    if any(not 0 <= j < matrix.shape[1] for j in trained):
+        raise ValueError(f"trained holds column indices in [0, {matrix.shape[1]}), got {trained}")
+    return matrix, trained
+
+
+def total_clipped(hns: np.ndarray) -> np.ndarray | float:
+    """Σ_j clip(HNS_j, 0, 1) over the last axis (EWC paper, Fig. 4B); NaN entries count as 0."""
+    clipped = np.nan_to_num(np.clip(np.asarray(hns, dtype=float), 0.0, 1.0), nan=0.0)
+    total = clipped.sum(axis=-1)
+    return float(total) if np.ndim(total) == 0 else total
+
+
+def final_average(matrix: np.ndarray) -> float:
+    """Mean score over games after the last segment."""
+    return float(np.nanmean(np.asarray(matrix, dtype=float)[-1]))
+
+
+def forgetting(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:
+    """Per game: best score right after one of its own segments minus its score at the end (NaN: never trained)."""
+    matrix, trained = _check(matrix, trained)
+    out = np.full(matrix.shape[1], np.nan)
+    for j in range(matrix.shape[1]):
+        own = [i for i, g in enumerate(trained) if g == j and not np.isnan(matrix[i, j])]
+        if own:
+            out[j] = max(matrix[i, j] for i in own) - matrix[-1, j]
+    return out
+
+
+def backward_transfer(matrix: np.ndarray, trained: Sequence[int]) -> tuple[float, np.ndarray]:
+    """GEM's BWT and its per-game terms R[T, j] − R[l_j, j] (NaN for games never trained or trained last)."""
+    matrix, trained = _check(matrix, trained)
+    per_game = np.full(matrix.shape[1], np.nan)
+    last = len(trained) - 1
+    for j in set(trained):
+        l_j = max(i for i, g in enumerate(trained) if g == j)
+        if l_j < last:
+            per_game[j] = matrix[-1, j] - matrix[l_j, j]
+    return _nanmean(per_game), per_game
+
+
+def forward_transfer(matrix: np.ndarray, trained: Sequence[int], baseline: np.ndarray) -> tuple[float, np.ndarray]:
+    """GEM's FWT and its per-game terms R[f_j − 1, j] − b_j (NaN for games trained first or never)."""
+    matrix, trained = _check(matrix, trained)
+    baseline = _per_game(baseline, matrix.shape[1], "baseline")
+    per_game = np.full(matrix.shape[1], np.nan)
+    for j in set(trained):
+        f_j = trained.index(j)
+        if f_j > 0:
+            per_game[j] = matrix[f_j - 1, j] - baseline[j]
+    return _nanmean(per_game), per_game
+
+
+def reference_transfer(matrix: np.ndarray, trained: Sequence[int], reference: np.ndarray) -> tuple[float, np.ndarray]:
+    """Per game R[f_j, j] − ref_j: after its first segment, against a single-task run of that length (NaN: no ref)."""
+    matrix, trained = _check(matrix, trained)
+    reference = _per_game(reference, matrix.shape[1], "reference")
+    per_game = np.full(matrix.shape[1], np.nan)
+    for j in set(trained):
+        per_game[j] = matrix[trained.index(j), j] - reference[j]
+    return _nanmean(per_game), per_game
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of all entries: the mean of the middle 50 % (scipy's ``trim_mean(x, 0.25)``, as rliable)."""
+    flat = np.sort(np.asarray(scores, dtype=float).ravel())
+    if flat.size == 0:
+        raise ValueError("the IQM needs at least one score")
+    cut = int(0.25 * flat.size)
+    return float(flat[cut : flat.size - cut].mean())
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def stratified_bootstrap(
+    scores: np.ndarray,
+    statistic: Callable[[np.ndarray], float] = iqm,
+    reps: int = 50_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """``statistic`` of a runs × games matrix with a percentile CI from runs resampled within each game (rliable)."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2 or scores.size == 0:
+        raise ValueError(f"scores must be a non-empty runs × games matrix, got shape {scores.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    n_runs, n_games = scores.shape
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, n_runs, size=(reps, n_runs, n_games))
+    samples = scores[runs, np.arange(n_games)]
+    if statistic is iqm:  # vectorised: sort each resample once
+        flat = np.sort(samples.reshape(reps, -1), axis=1)
+        cut = int(0.25 * flat.shape[1])
+        stats = flat[:, cut : flat.shape[1] - cut].mean(axis=1)
+    else:
+        stats = np.array([statistic(sample) for sample in samples])
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return Interval(statistic(scores), float(low), float(high))
+
+
+def _per_game(values: np.ndarray, n_games: int, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if values.shape != (n_games,):
+        raise ValueError(f"{name} needs one value per game ({n_games}), got shape {values.shape}")
+    return values
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Agent steps per second of stock SB3 DQN, this agent with the continual machinery off, and with all of it on.
+
+Variants alternate within one process (several repeats, medians): sb3 (SB3's DQN and Atari wrappers), plain
+(ContinualDQN, oracle task, no consolidation, frame replay), full (task inference, per-task buffers, EWC with two
+earlier anchors); plain_sb3_replay (plain with SB3's ReplayBuffer) on request. See agents/speed_benchmark.py.
+
+    python scripts/bench_speed.py [--steps 1000] [--repeats 3] [--game Pong] [--warmup 200] [--threads 2]
+
+The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from agents.speed_benchmark import VARIANTS, BenchSettings, VariantResult, format_report, run_benchmark
+from envs.games import UnknownGameError
+
+
+def _print_run(result: VariantResult) -> None:
+    notes = " ".join(f"{k}={v:g}" for k, v in result.notes.items())
+    print(
+        f"  {result.name:<17} {result.steps_per_s:7.1f} steps/s  peak RSS {result.peak_rss / 2**20:6.0f} MiB  {notes}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = BenchSettings()
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed agent steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants (medians are reported)")
+    parser.add_argument("--game", default=defaults.game, help="the timed game")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="training steps before the timer starts")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads for all")
+    parser.add_argument("--buffer-size", type=int, default=defaults.buffer_size)
+    parser.add_argument("--learning-starts", type=int, default=defaults.learning_starts)
+    parser.add_argument("--setup-steps", type=int, default=defaults.setup_steps, help="per earlier game (full)")
+    parser.add_argument("--variants", default="sb3,plain,full", help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
+    args = parser.parse_args(argv)
+    try:
+        variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+        unknown = set(variants) - set(VARIANTS)
+        if unknown or not {"sb3", "plain", "full"} <= set(variants):
+            raise ValueError(f"--variants must include sb3, plain and full, from {', '.join(VARIANTS)}; got {variants}")
+        if args.repeats < 1 or args.threads < 1:
+            raise ValueError(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
+        settings = BenchSettings(
+            game=args.game,
+            seed=args.seed,
+            steps=args.steps,
+            warmup=args.warmup,
+            buffer_size=args.buffer_size,
+            learning_starts=args.learning_starts,
+            setup_steps=args.setup_steps,
+            double_dqn=not args.no_double_dqn,
+            device=args.device,
+        )
+    except (ValueError, UnknownGameError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    print(
+        f"{settings.game}, seed {settings.seed}: {settings.steps} timed agent steps per run after "
+        f"{settings.learning_starts} + {settings.warmup} warm-up; batch {settings.batch_size}, one update per "
+        f"{settings.train_freq} steps, buffer {settings.buffer_size:,}, Nature CNN, 18 actions, ε={settings.epsilon}, "
+        f"{'Double DQN' if settings.double_dqn else 'DQN'} target for this agent; "
+        f"{args.repeats} repeat(s) of {', '.join(variants)}",
+        flush=True,
+    )
+    results = run_benchmark(settings, variants, args.repeats, report=_print_run)
+    print("\n".join(format_report(results, torch.get_num_threads())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

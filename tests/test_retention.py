@@ -1,0 +1,115 @@
+"""Retention metrics on hand-made matrices whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cl_rl.retention import (
+    backward_transfer,
+    final_average,
+    forgetting,
+    forward_transfer,
+    iqm,
+    reference_transfer,
+    stratified_bootstrap,
+    total_clipped,
+)
+
+# Games A, B, C; segments train A, B, A (revisit), C. Row i: HNS on each game after segment i.
+TRAINED = [0, 1, 0, 2]
+R = np.array(
+    [
+        [0.5, 0.1, -0.2],
+        [0.2, 0.8, 0.0],
+        [0.9, 0.4, 0.1],
+        [0.6, 0.3, 1.5],
+    ]
+)
+
+
+def test_total_clipped_hns_clips_each_game_to_0_1_per_row():
+    assert total_clipped(R) == pytest.approx([0.6, 1.0, 1.4, 1.9])
+    assert total_clipped(R[-1]) == pytest.approx(1.9)
+    assert total_clipped(np.array([np.nan, 2.0, -3.0])) == pytest.approx(1.0)  # missing counts as random
+
+
+def test_final_average_is_the_mean_of_the_last_row():
+    assert final_average(R) == pytest.approx(0.8)
+
+
+def test_forgetting_is_the_best_own_score_minus_the_end_score():
+    # A: best of its two visits (0.5, 0.9) − 0.6; B: 0.8 − 0.3; C was trained last: nothing forgotten.
+    assert forgetting(R, TRAINED) == pytest.approx([0.3, 0.5, 0.0])
+
+
+def test_forgetting_of_a_game_never_trained_is_nan():
+    result = forgetting(R[:2], TRAINED[:2])
+    assert result[:2] == pytest.approx([0.5 - 0.2, 0.0]) and np.isnan(result[2])
+
+
+def test_backward_transfer_uses_each_games_last_own_segment_and_skips_the_last_game():
+    mean, per_game = backward_transfer(R, TRAINED)
+    assert per_game[:2] == pytest.approx([0.6 - 0.9, 0.3 - 0.8]) and np.isnan(per_game[2])
+    assert mean == pytest.approx(-0.4)
+
+
+def test_forward_transfer_is_the_zero_shot_score_before_the_first_segment_against_a_baseline():
+    mean, per_game = forward_transfer(R, TRAINED, np.zeros(3))
+    assert np.isnan(per_game[0])  # A is trained first: no score before it
+    assert per_game[1:] == pytest.approx([0.1, 0.1]) and mean == pytest.approx(0.1)
+    mean, per_game = forward_transfer(R, TRAINED, np.array([0.0, 0.05, 0.2]))
+    assert per_game[1:] == pytest.approx([0.05, -0.1]) and mean == pytest.approx(-0.025)
+
+
+def test_reference_transfer_compares_the_score_after_the_first_segment_with_a_single_task_run():
+    mean, per_game = reference_transfer(R, TRAINED, np.array([0.4, 1.0, np.nan]))
+    assert per_game[:2] == pytest.approx([0.1, -0.2]) and np.isnan(per_game[2])
+    assert mean == pytest.approx(-0.05)
+
+
+def test_a_single_segment_has_no_transfer_and_gives_nan_not_an_error():
+    mean, _ = backward_transfer(R[:1], [0])
+    assert np.isnan(mean)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: forgetting(R, [0, 1]), "one entry per row|each of the 4 rows"),
+        (lambda: forgetting(R, [0, 1, 0, 3]), r"column indices in \[0, 3\)"),
+        (lambda: forgetting(R[0], [0]), "2 axes"),
+        (lambda: forward_transfer(R, TRAINED, np.zeros(2)), "one value per game"),
+    ],
+)
+def test_malformed_input_is_a_value_error_naming_the_problem(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # 8 values: drop 2 each side → mean(3, 4, 5, 6)
+    assert iqm(np.array([[0.0, 0.0, 1.0, 100.0], [1.0, 2.0, 3.0, -50.0]])) == pytest.approx(1.0)
+    # scipy.stats.trim_mean(x, 0.25) with 10 values drops int(2.5) = 2 on each side.
+    assert iqm(np.array([10, 1, 2, 3, 4, 5, 6, 7, 8, -10])) == pytest.approx(np.mean([2, 3, 4, 5, 6, 7]))
+
+
+def test_stratified_bootstrap_resamples_runs_within_each_game():
+    # Every game has the same score in every run: resampling runs within a game changes nothing, so the CI is a
+    # point. (An unstratified bootstrap over all entries would spread.)
+    same_per_game = np.tile([0.1, 0.5, 0.9, 2.0], (5, 1))
+    ci = stratified_bootstrap(same_per_game, reps=500)
+    assert ci.value == ci.low == ci.high == pytest.approx(iqm(same_per_game))
+
+
+def test_stratified_bootstrap_interval_holds_the_estimate_and_narrows_with_more_runs():
+    rng = np.random.default_rng(1)
+    few = rng.normal(1.0, 0.5, size=(3, 4))
+    many = rng.normal(1.0, 0.5, size=(30, 4))
+    ci_few, ci_many = stratified_bootstrap(few, reps=2000), stratified_bootstrap(many, reps=2000)
+    for ci in (ci_few, ci_many):
+        assert ci.low < ci.value < ci.high
+    assert ci_many.high - ci_many.low < ci_few.high - ci_few.low
+    # The vectorised IQM path agrees with the generic one.
+    generic = stratified_bootstrap(few, statistic=lambda s: iqm(s), reps=2000)
+    assert (generic.low, generic.high) == pytest.approx((ci_few.low, ci_few.high))
