@@ -122,9 +122,7 @@ def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
     )
 
 
-def train(
-    config: Config, run_dir: Path, overwrite: bool = False, callbacks: Sequence[BaseCallback] = ()
-) -> RunResult:
+def train(config: Config, run_dir: Path, overwrite: bool = False, callbacks: Sequence[BaseCallback] = ()) -> RunResult:
     """Start a new run in ``run_dir`` and train over the whole sequence (``callbacks``: extra SB3 callbacks)."""
     prepare_run_dir(run_dir, overwrite)
     save_config(config, run_dir / CONFIG_NAME)
