@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=2000, help="agent steps between memory samples")
     parser.add_argument("--segment-steps", type=int, default=6000, help="agent steps per game visit")
     args = parser.parse_args(argv)
+    if "=" in args.config:  # no config file given: the first positional argument is an override
+        args.overrides, args.config = [args.config, *args.overrides], "configs/default.yaml"
     segments = (
         "[" + ", ".join(f"{{game: {CYCLE[i % len(CYCLE)]}, steps: {args.segment_steps}}}" for i in range(300)) + "]"
     )
