@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from agents.continual_dqn import ContinualDQN
+from cl_rl.task_modulation import add_task, set_task, task_affine_layers
+from cl_rl.task_source import TaskSource
 from envs.atari import AtariSettings, make_atari_env
+from envs.scores import human_normalized_score
 
 
 def evaluate_game(
@@ -18,23 +25,78 @@ def evaluate_game(
     epsilon: float = 0.05,
     seed: int = 0,
 ) -> list[float]:
-    """Raw scores of ``episodes`` full games of ``game`` played ε-greedily with ``task``'s gains and biases.
+    """Raw scores of ``episodes`` full games of ``game`` played ε-greedily with ``task``'s gains and biases."""
+    return list(play_game(model, game, _FixedTask(task), settings, episodes, epsilon, seed).scores)
 
-    Uses its own env and random generator, and restores the agent's active task, so training is not disturbed.
+
+class _FixedTask:
+    """A task source that answers the same task id for every observation."""
+
+    def __init__(self, task: int) -> None:
+        self.task = task
+
+    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
+        return self.task
+
+
+@dataclass(frozen=True)
+class GameEvaluation:
+    """Episode scores of one game, and the task ids that played it."""
+
+    game: str
+    scores: tuple[float, ...]
+    task: int  # most frequent task id over the steps (>= known_tasks: a task the network did not have yet)
+    known_tasks: int  # tasks the network had when evaluated
+
+    @property
+    def score(self) -> float:
+        """Mean raw score over the episodes."""
+        return float(np.mean(self.scores))
+
+    @property
+    def hns(self) -> float:
+        """Human-normalised mean score (0: random play, 1: human)."""
+        return human_normalized_score(self.game, self.score)
+
+
+def play_game(
+    model: ContinualDQN,
+    game: str,
+    source: TaskSource,
+    settings: AtariSettings,
+    episodes: int,
+    epsilon: float,
+    seed: int,
+) -> GameEvaluation:
+    """``episodes`` full episodes of ``game`` played ε-greedily, each step's task id from ``source``.
+
+    A task id the network does not have yet is played with fresh gains and biases on the shared weights (a copy of
+    the network), as a new task would start. Uses its own env and ε generator and restores the active task.
     """
+    known = model.policy.n_tasks
+    new_task_net: torch.nn.Module | None = None
     env = make_atari_env(game, settings, seed=seed)
     rng = np.random.default_rng(seed)
     scores: list[float] = []
+    tasks: Counter[int] = Counter()
+    active = task_affine_layers(model.q_net)[0].active
     try:
-        with model.policy.using_task(task):
+        with torch.no_grad():
             obs, _ = env.reset(seed=seed)
             while len(scores) < episodes:
+                task = source.observe(obs, game)
+                tasks[task] += 1
                 if rng.random() < epsilon:
                     action = int(rng.integers(env.action_space.n))
                 else:
-                    with torch.no_grad():
-                        q = model.q_net(torch.as_tensor(obs, device=model.device).unsqueeze(0))
-                    action = int(q.argmax())
+                    if task < known:
+                        net = model.q_net
+                        set_task(net, task)
+                    else:
+                        if new_task_net is None:
+                            new_task_net = _with_new_task(model.q_net)
+                        net = new_task_net
+                    action = int(net(torch.as_tensor(obs, device=model.device).unsqueeze(0)).argmax())
                 obs, _, terminated, truncated, info = env.step(action)
                 if "episode" in info:
                     scores.append(float(info["episode"]["r"]))
@@ -42,4 +104,14 @@ def evaluate_game(
                     obs, _ = env.reset()
     finally:
         env.close()
-    return scores
+        if active >= 0:
+            set_task(model.q_net, active)
+    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)
+
+
+def _with_new_task(q_net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``q_net`` playing a task it never had: fresh gains and biases on the shared weights."""
+    net = copy.deepcopy(q_net)
+    add_task(net)
+    set_task(net, task_affine_layers(net)[0].n_tasks - 1)
+    return net

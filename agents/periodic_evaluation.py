@@ -18,47 +18,23 @@ buffers are never touched.
 from __future__ import annotations
 
 import copy
-import random
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.config import EvalConfig
 from agents.continual_dqn import ContinualDQN
+from agents.evaluation import GameEvaluation, play_game
+from agents.rng import capture_rng_state, restore_rng_state
 from cl_rl.retention import total_clipped
-from cl_rl.task_modulation import add_task, set_task, task_affine_layers
 from cl_rl.task_source import OracleTaskSource, TaskSource
-from envs.atari import AtariSettings, make_atari_env
-from envs.scores import human_normalized_score
+from envs.atari import AtariSettings
 from envs.sequence import GameSequence
 
 TaskMode = Literal["configured", "oracle"]
-
-
-@dataclass(frozen=True)
-class GameEvaluation:
-    """Episode scores of one game, and the task ids that played it."""
-
-    game: str
-    scores: tuple[float, ...]
-    task: int  # most frequent task id over the steps (>= known_tasks: a task the network did not have yet)
-    known_tasks: int  # tasks the network had when evaluated
-
-    @property
-    def score(self) -> float:
-        """Mean raw score over the episodes."""
-        return float(np.mean(self.scores))
-
-    @property
-    def hns(self) -> float:
-        """Human-normalised mean score (0: random play, 1: human)."""
-        return human_normalized_score(self.game, self.score)
 
 
 def evaluate_games(
@@ -83,7 +59,7 @@ def evaluate_games(
         results = []
         for k, game in enumerate(games):
             source = _task_source_copy(model, task_source, games)
-            results.append(_evaluate_game(model, game, source, settings, episodes, epsilon, seed + k))
+            results.append(play_game(model, game, source, settings, episodes, epsilon, seed + k))
             if on_game is not None:
                 on_game(results[-1])
         return results
@@ -92,16 +68,11 @@ def evaluate_games(
 @contextmanager
 def preserved_global_rng() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's (CPU and CUDA) global generators on exit."""
-    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    state = capture_rng_state()
     try:
         yield
     finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        restore_rng_state(state)
 
 
 def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str]) -> TaskSource:
@@ -111,59 +82,6 @@ def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str])
     oracle = OracleTaskSource()  # the agent infers its tasks: number games in order of first appearance, as it would
     oracle.load_state_dict({"ids": {game: k for k, game in enumerate(dict.fromkeys(games))}})
     return oracle
-
-
-def _evaluate_game(
-    model: ContinualDQN,
-    game: str,
-    source: TaskSource,
-    settings: AtariSettings,
-    episodes: int,
-    epsilon: float,
-    seed: int,
-) -> GameEvaluation:
-    known = model.policy.n_tasks
-    new_task_net: torch.nn.Module | None = None
-    env = make_atari_env(game, settings, seed=seed)
-    rng = np.random.default_rng(seed)
-    scores: list[float] = []
-    tasks: Counter[int] = Counter()
-    active = task_affine_layers(model.q_net)[0].active
-    try:
-        with torch.no_grad():
-            obs, _ = env.reset(seed=seed)
-            while len(scores) < episodes:
-                task = source.observe(obs, game)
-                tasks[task] += 1
-                if rng.random() < epsilon:
-                    action = int(rng.integers(env.action_space.n))
-                else:
-                    if task < known:
-                        net = model.q_net
-                        set_task(net, task)
-                    else:
-                        if new_task_net is None:
-                            new_task_net = _with_new_task(model.q_net)
-                        net = new_task_net
-                    action = int(net(torch.as_tensor(obs, device=model.device).unsqueeze(0)).argmax())
-                obs, _, terminated, truncated, info = env.step(action)
-                if "episode" in info:
-                    scores.append(float(info["episode"]["r"]))
-                if terminated or truncated:
-                    obs, _ = env.reset()
-    finally:
-        env.close()
-        if active >= 0:
-            set_task(model.q_net, active)
-    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)
-
-
-def _with_new_task(q_net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``q_net`` playing a task it never had: fresh gains and biases on the shared weights."""
-    net = copy.deepcopy(q_net)
-    add_task(net)
-    set_task(net, task_affine_layers(net)[0].n_tasks - 1)
-    return net
 
 
 class PeriodicEvaluationCallback(BaseCallback):

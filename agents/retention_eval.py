@@ -37,7 +37,8 @@ from agents import plots
 from agents.checkpoints import list_checkpoints
 from agents.config import Config, load_config
 from agents.continual_dqn import ContinualDQN
-from agents.periodic_evaluation import GameEvaluation, TaskMode, evaluate_games
+from agents.evaluation import GameEvaluation
+from agents.periodic_evaluation import TaskMode, evaluate_games
 from agents.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR
 from cl_rl.retention import (
     backward_transfer,
