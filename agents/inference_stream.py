@@ -87,14 +87,13 @@ def run_inference_stream(
         env.close()
         if bar is not None:
             bar.close()
-    summary = detector
     steps = sequence.total_steps
     return StreamResult(
         ari=agreement.ari(),
-        switches=summary.switches,
-        detected=summary.detected,
-        delays=list(summary.delays),
-        spurious=summary.spurious,
+        switches=detector.switches,
+        detected=detector.detected,
+        delays=list(detector.delays),
+        spurious=detector.spurious,
         n_tasks=inference.n_tasks,
         us_per_step=1e6 * infer_s / steps,
         env_us_per_step=1e6 * env_s / steps,

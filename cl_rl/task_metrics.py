@@ -99,13 +99,3 @@ class SwitchDetector:
     @property
     def detected(self) -> int:
         return len(self.delays)
-
-    def summary(self) -> dict[str, float]:
-        delays = np.asarray(self.delays, dtype=np.float64)
-        return {
-            "switches": self.switches,
-            "detected": self.detected,
-            "delay_p50": float(np.median(delays)) if delays.size else float("nan"),
-            "delay_max": float(delays.max()) if delays.size else float("nan"),
-            "spurious": self.spurious,
-        }
