@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from agents.targets import double_dqn_target
 from cl_rl.consolidation import QuadraticPenalty
 from cl_rl.importance import diagonal_importance, softmax_policy_log_likelihood, squared_output_norm, td_log_likelihood
+from cl_rl.targets import double_dqn_target
 from cl_rl.task_modulation import shared_parameters
 
 if TYPE_CHECKING:
-    from agents.continual_dqn import ContinualDQN
+    from agents.sb3.continual_dqn import ContinualDQN
 
 METHODS = ("none", "ewc", "online_ewc", "mas")
 

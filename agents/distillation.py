@@ -26,7 +26,7 @@ from cl_rl.distillation import QDistillation
 from cl_rl.generative import GenerativeReplay, TaskConditionedVAE, VAELoss
 
 if TYPE_CHECKING:
-    from agents.continual_dqn import ContinualDQN
+    from agents.sb3.continual_dqn import ContinualDQN
 
 NAME = "distill"
 SOURCES = ("none", "generated", "current")

@@ -15,7 +15,7 @@ Frames live in a ring slightly larger than the transition ring (episode starts c
 whose oldest frame is overwritten leaves the memory (it is always among the oldest). Sampling is a few vectorised
 gathers; nothing is copied twice. The frames are gathered by torch's ``index_select`` on a tensor that shares the
 numpy ring's memory: about twice as fast as numpy's fancy indexing for 32×4 frames here (``scripts/bench_replay.py``).
-Numpy and torch only: ``agents.frame_replay_buffer.FrameStackReplayBuffer`` serves it to SB3.
+Numpy and torch only: ``agents.sb3.frame_replay_buffer.FrameStackReplayBuffer`` serves it to SB3.
 """
 
 from __future__ import annotations

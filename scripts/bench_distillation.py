@@ -17,9 +17,9 @@ import time
 import torch
 from stable_baselines3.common.logger import configure
 
-from agents.config import ConfigError, load_config
 from agents.distillation import Distillation
-from agents.training import make_agent, make_stream
+from agents.run.config import ConfigError, load_config
+from agents.run.training import make_agent, make_stream
 from envs.sequence import GameSequence, Segment
 
 

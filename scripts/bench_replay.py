@@ -19,8 +19,8 @@ import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.frame_replay_buffer import FrameStackReplayBuffer
-from agents.replay import buffer_nbytes
+from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
+from agents.sb3.replay import buffer_nbytes
 from envs.atari import AtariSettings, make_atari_env
 from envs.games import UnknownGameError, canonical_game
 

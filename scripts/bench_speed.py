@@ -3,7 +3,7 @@
 
 Variants alternate within one process (several repeats, medians): sb3 (SB3's DQN and Atari wrappers), plain
 (ContinualDQN, oracle task, no consolidation, frame replay), full (task inference, per-task buffers, EWC with two
-earlier anchors); plain_sb3_replay (plain with SB3's ReplayBuffer) on request. See agents/speed_benchmark.py.
+earlier anchors); plain_sb3_replay (plain with SB3's ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
 
     python scripts/bench_speed.py [--steps 1000] [--repeats 3] [--game Pong] [--warmup 200] [--threads 2]
 
@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from agents.speed_benchmark import VARIANTS, BenchSettings, VariantResult, format_report, run_benchmark
+from agents.bench.speed_benchmark import VARIANTS, BenchSettings, VariantResult, format_report, run_benchmark
 from envs.games import UnknownGameError
 
 

@@ -17,7 +17,7 @@ import sys
 
 import yaml
 
-from agents.inference_stream import run_inference_stream
+from agents.bench.inference_stream import run_inference_stream
 from cl_rl.task_inference import FMNSettings
 from envs.games import UnknownGameError, canonical_game
 from envs.sequence import GameSequence, Segment

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.comparison import compare
-from agents.config import ConfigError, load_config
 from agents.consolidation import METHODS
 from agents.distillation import METHODS as DISTILL_METHODS
+from agents.evaluation.comparison import compare
+from agents.run.config import ConfigError, load_config
 from envs.games import UnknownGameError, canonical_game
 
 

@@ -4,7 +4,7 @@
 python scripts/evaluate.py RUN_DIR [RUN_DIR ...] [--checkpoints all|segments|last|200,350] [--episodes K]
     [--epsilon E] [--task-source configured|oracle] [--seed S] [--reference SINGLE_TASK_RUN_DIR ...] [--out DIR]
 
-Each run's files go to RUN_DIR/eval/ (see agents/retention_eval.py); with several runs, a comparison table and plot
+Each run's files go to RUN_DIR/eval/ (agents/evaluation/retention_eval.py); with several runs, a comparison table and plot
 (runs with the same run.name are seeds of one method: IQM with 95 % stratified-bootstrap CIs) go to --out.
 Settings left out are the run's own `eval` section, so they match what training logged.
 """
@@ -15,8 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.config import ConfigError
-from agents.retention_eval import (
+from agents.evaluation.retention_eval import (
     EvaluationError,
     compare_runs,
     evaluate_run,
@@ -25,6 +24,7 @@ from agents.retention_eval import (
     reference_scores,
     write_run,
 )
+from agents.run.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.config import ConfigError, load_config
-from agents.training import train
+from agents.run.config import ConfigError, load_config
+from agents.run.training import train
 
 SOAK_DEFAULTS = [
     "run.name=soak",

@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.config import ConfigError, load_config
-from agents.training import CheckpointError, RunDirError, new_run_dir, resume, train
+from agents.run.config import ConfigError, load_config
+from agents.run.training import CheckpointError, RunDirError, new_run_dir, resume, train
 from envs.games import UnknownGameError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.config import Config, load_config
+from agents.run.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.config import ConfigError, apply_override, config_from_dict, load_config
+from agents.run.config import ConfigError, apply_override, config_from_dict, load_config
 from tests.conftest import REPO
 
 

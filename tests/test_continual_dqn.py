@@ -8,9 +8,9 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
-from agents.config import load_config
-from agents.continual_dqn import ContinualDQN
-from agents.training import make_agent, make_stream
+from agents.run.config import load_config
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.task_modulation import shared_parameters, task_parameters
 from tests.conftest import REPO
 

@@ -10,9 +10,9 @@ from stable_baselines3.common.logger import configure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from agents.config import ConfigError, load_config
-from agents.continual_dqn import ContinualDQN
-from agents.training import make_agent, make_stream
+from agents.run.config import ConfigError, load_config
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.distillation import QDistillation, q_distillation_loss, q_under_task
 from cl_rl.regularizer import Regularizer
 from cl_rl.task_modulation import TaskAffine, add_task, set_task

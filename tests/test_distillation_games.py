@@ -2,8 +2,8 @@
 
 import pytest
 
-from agents.comparison import compare
-from agents.config import load_config
+from agents.evaluation.comparison import compare
+from agents.run.config import load_config
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.frame_replay_buffer import FrameStackReplayBuffer
+from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from cl_rl.frame_replay import FrameReplay
 from envs.atari import AtariSettings, make_atari_env
 

@@ -10,11 +10,11 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from agents.callbacks import StopAtStepCallback
-from agents.config import Config, ConfigError, config_from_dict, load_config
-from agents.continual_dqn import ContinualDQN
-from agents.periodic_evaluation import PeriodicEvaluationCallback, evaluate_games
-from agents.training import make_agent, make_stream
+from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback, evaluate_games
+from agents.run.callbacks import StopAtStepCallback
+from agents.run.config import Config, ConfigError, config_from_dict, load_config
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.task_modulation import task_affine_layers
 from tests.conftest import REPO
 

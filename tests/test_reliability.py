@@ -18,10 +18,10 @@ import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.checkpoints import checkpoint_problem, list_checkpoints, write_atomically
-from agents.continual_dqn import CHECKPOINT_FORMAT
-from agents.rng import capture_rng_state, restore_rng_state
-from agents.training import make_agent, make_stream
+from agents.run.checkpoints import checkpoint_problem, list_checkpoints, write_atomically
+from agents.run.rng import capture_rng_state, restore_rng_state
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import CHECKPOINT_FORMAT
 from tests.conftest import REPO
 
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
@@ -244,7 +244,7 @@ def test_atomic_write_killed_midway_leaves_the_previous_checkpoint_whole(tmp_pat
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from agents.checkpoints import write_atomically\n"
+            "import sys, time; from pathlib import Path; from agents.run.checkpoints import write_atomically\n"
             "def slow(path):\n    open(path, 'wb').write(b'half a new checkpoint'); print('writing', flush=True); "
             "time.sleep(60)\n"
             f"write_atomically(Path({str(target)!r}), slow)",

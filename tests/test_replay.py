@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from agents.replay import PerTaskReplayBuffer
+from agents.sb3.replay import PerTaskReplayBuffer
 
 
 def _buffer() -> PerTaskReplayBuffer:

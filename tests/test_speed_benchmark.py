@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agents.speed_benchmark import BenchSettings, Stopwatch, agent_config, ewc_protocol_bytes
+from agents.bench.speed_benchmark import BenchSettings, Stopwatch, agent_config, ewc_protocol_bytes
 from scripts.bench_speed import main
 
 LAST_LINE = re.compile(r"^ratio_full_vs_sb3=(\S+) ratio_plain_vs_sb3=(\S+) steps_per_s_full=(\S+)$")

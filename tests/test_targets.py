@@ -1,6 +1,6 @@
 import torch
 
-from agents.targets import double_dqn_target, dqn_target
+from cl_rl.targets import double_dqn_target, dqn_target
 
 
 def _loop_targets(q_online, q_target, rewards, dones, gamma, double):

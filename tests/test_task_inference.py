@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.inference_stream import run_inference_stream
+from agents.bench.inference_stream import run_inference_stream
 from cl_rl.task_inference import FlatFMN, FMNSettings, downscale_quantize
 from cl_rl.task_source import TaskSource
 from envs.sequence import GameSequence, Segment

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.checkpoints import list_checkpoints
+from agents.run.checkpoints import list_checkpoints
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

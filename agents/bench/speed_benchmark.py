@@ -35,10 +35,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env as sb3_make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
-from agents.config import Config, config_from_dict, replay_bytes_per_task
-from agents.continual_dqn import ContinualDQN
-from agents.replay import buffer_nbytes
-from agents.training import make_agent, make_stream
+from agents.run.config import Config, config_from_dict, replay_bytes_per_task
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import ContinualDQN
+from agents.sb3.replay import buffer_nbytes
 from cl_rl.regularizer import total_penalty
 from envs.games import ale_env_id, canonical_game
 

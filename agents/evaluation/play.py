@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.continual_dqn import ContinualDQN
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.task_modulation import add_task, set_task, task_affine_layers
 from cl_rl.task_source import TaskSource
 from envs.atari import AtariSettings, make_atari_env

@@ -192,7 +192,7 @@ class TaskConfig:
 
 @dataclass
 class EvalConfig:
-    """Scores on every game of the sequence while training (agents/periodic_evaluation.py), training untouched."""
+    """Scores on every game while training (agents/evaluation/periodic_evaluation.py), training untouched."""
 
     enabled: bool = True  # evaluate at every segment end (and every `every` agent steps)
     every: int = 0  # agent steps between evaluations besides the segment ends (0: segment ends only)

@@ -17,12 +17,12 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
-from agents.config import Config
-from agents.continual_dqn import ContinualDQN
 from agents.distillation import METHODS as DISTILL_METHODS
-from agents.evaluation import evaluate_game
-from agents.frame_replay_buffer import FrameStackReplayBuffer
-from agents.training import make_agent, make_stream
+from agents.evaluation.play import evaluate_game
+from agents.run.config import Config
+from agents.run.training import make_agent, make_stream
+from agents.sb3.continual_dqn import ContinualDQN
+from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from envs.sequence import GameSequence, Segment
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
-from agents.replay import buffer_nbytes
+from agents.run.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
+from agents.sb3.replay import buffer_nbytes
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import human_normalized_score
 

@@ -1,7 +1,7 @@
 """Retention of a run measured from its checkpoints: retention matrix, metrics, plots, TensorBoard image.
 
 Every chosen checkpoint of ``RUN_DIR/checkpoints`` is loaded and every game of the run's sequence is played with
-training off by ``agents.periodic_evaluation.evaluate_games`` (same seeds as the live evaluation, so a segment-end row
+training off by ``periodic_evaluation.evaluate_games`` (same seeds as the live evaluation, so a segment-end row
 repeats what training logged under ``eval/`` with the same settings). The rows of the retention matrix are the
 segment-end checkpoints; its metrics are those of ``cl_rl.retention``, taken on human-normalised scores. Written to
 ``RUN_DIR/eval/``:
@@ -33,13 +33,13 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents import plots
-from agents.checkpoints import list_checkpoints
-from agents.config import Config, load_config
-from agents.continual_dqn import ContinualDQN
-from agents.evaluation import GameEvaluation
-from agents.periodic_evaluation import TaskMode, evaluate_games
-from agents.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR
+from agents.evaluation import plots
+from agents.evaluation.periodic_evaluation import TaskMode, evaluate_games
+from agents.evaluation.play import GameEvaluation
+from agents.run.checkpoints import list_checkpoints
+from agents.run.config import Config, load_config
+from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.retention import (
     backward_transfer,
     final_average,

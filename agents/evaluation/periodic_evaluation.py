@@ -25,10 +25,10 @@ from typing import Literal
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.config import EvalConfig
-from agents.continual_dqn import ContinualDQN
-from agents.evaluation import GameEvaluation, play_game
-from agents.rng import capture_rng_state, restore_rng_state
+from agents.evaluation.play import GameEvaluation, play_game
+from agents.run.config import EvalConfig
+from agents.run.rng import capture_rng_state, restore_rng_state
+from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.retention import total_clipped
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import AtariSettings

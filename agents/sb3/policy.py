@@ -8,7 +8,7 @@ from typing import Any
 
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from agents.networks import TaskModulatedCNN, TaskModulatedQNetwork
+from agents.sb3.networks import TaskModulatedCNN, TaskModulatedQNetwork
 from cl_rl.task_modulation import add_task, set_task, task_affine_layers
 
 

@@ -25,15 +25,15 @@ from torch.nn import functional as F
 from agents.consolidation import METHODS, build_consolidation
 from agents.distillation import NAME as DISTILL_NAME
 from agents.distillation import build_distillation
-from agents.policy import ContinualDQNPolicy
-from agents.replay import PerTaskReplayBuffer
-from agents.rng import capture_rng_state
-from agents.targets import double_dqn_target, dqn_target
+from agents.run.rng import capture_rng_state
+from agents.sb3.policy import ContinualDQNPolicy
+from agents.sb3.replay import PerTaskReplayBuffer
 from cl_rl.exploration import PerTaskEpsilon
 from cl_rl.regularizer import Regularizer, total_penalty
+from cl_rl.targets import double_dqn_target, dqn_target
 from cl_rl.task_source import OracleTaskSource, TaskSource
 
-CHECKPOINT_FORMAT = 1  # raise when saved state changes incompatibly; agents.checkpoints refuses other formats
+CHECKPOINT_FORMAT = 1  # raise when saved state changes incompatibly; agents.run.checkpoints refuses other formats
 
 
 class ContinualDQN(DQN):
@@ -85,7 +85,7 @@ class ContinualDQN(DQN):
         self.consolidation_state: dict[str, dict] = {}
         self.regularizers: list[Regularizer] = list(regularizers)
         self.checkpoint_format = CHECKPOINT_FORMAT
-        self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.training.resume
+        self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.run.training.resume
         self.current_task = -1
         self.n_tasks_created = 0
         self.task_switches = 0

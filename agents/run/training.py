@@ -19,7 +19,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.callbacks import (
+from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback
+from agents.run.callbacks import (
     ContinualLoggingCallback,
     GracefulStopCallback,
     SegmentCheckpointCallback,
@@ -27,12 +28,11 @@ from agents.callbacks import (
     StopRequest,
     TaskInferenceMonitor,
 )
-from agents.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
-from agents.config import Config, ConfigError, load_config, save_config
-from agents.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
-from agents.frame_replay_buffer import FrameStackReplayBuffer
-from agents.periodic_evaluation import PeriodicEvaluationCallback
-from agents.rng import restore_rng_state
+from agents.run.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
+from agents.run.config import Config, ConfigError, load_config, save_config
+from agents.run.rng import restore_rng_state
+from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
+from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import make_atari_env

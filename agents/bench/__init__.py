@@ -1,0 +1,1 @@
+"""Measurements behind the benchmark scripts (speed, task inference)."""

@@ -1,0 +1,1 @@
+"""Scores, retention matrices, plots and method comparisons of trained agents."""

@@ -1,0 +1,1 @@
+"""The run lifecycle: config, training driver, callbacks, checkpoints, RNG state."""
