@@ -4,8 +4,8 @@
 python scripts/evaluate.py RUN_DIR [RUN_DIR ...] [--checkpoints all|segments|last|200,350] [--episodes K]
     [--epsilon E] [--task-source configured|oracle] [--seed S] [--reference SINGLE_TASK_RUN_DIR ...] [--out DIR]
 
-Each run's files go to RUN_DIR/eval/ (agents/evaluation/retention_eval.py); with several runs, a comparison table and plot
-(runs with the same run.name are seeds of one method: IQM with 95 % stratified-bootstrap CIs) go to --out.
+Each run's files go to RUN_DIR/eval/ (agents/evaluation/retention_eval.py); with several runs, a comparison table
+and plot (runs with the same run.name are seeds of one method: IQM with 95 % stratified-bootstrap CIs) go to --out.
 Settings left out are the run's own `eval` section, so they match what training logged.
 """
 
