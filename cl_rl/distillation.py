@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cl_rl.task_modulation import set_task, task_affine_layers
+from cl_rl.task_modulation import using_task
 
 StatesFn = Callable[[int, int], torch.Tensor]  # (task k, current task t) -> states on which task k is distilled
 
@@ -39,13 +39,8 @@ def q_distillation_loss(student_q: torch.Tensor, teacher_q: torch.Tensor, normal
 
 def q_under_task(net: nn.Module, states: torch.Tensor, task: int) -> torch.Tensor:
     """Q(s; k): ``net`` with task k's gains and biases, the active task restored afterwards."""
-    active = task_affine_layers(net)[0].active
-    set_task(net, task)
-    try:
+    with using_task(task, net):
         return net(states)
-    finally:
-        if active >= 0:
-            set_task(net, active)
 
 
 class QDistillation:

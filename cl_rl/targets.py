@@ -22,3 +22,19 @@ def double_dqn_target(
     """van Hasselt et al. (2016): y = r + γ (1 − done) Q_target(s', argmax_a Q_online(s', a))."""
     best = next_q_online.argmax(dim=1, keepdim=True)
     return rewards + (1.0 - dones) * discount * next_q_target.gather(1, best)
+
+
+def td_target(
+    next_q_target: torch.Tensor,
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    discount: float | torch.Tensor,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The one target every caller uses: Double DQN when the online net's Q(s', ·) is given, else DQN.
+
+    ``discount`` is γ, or γ^n per sample for n-step returns (SB3's ``discounts``).
+    """
+    if next_q_online is None:
+        return dqn_target(next_q_target, rewards, dones, discount)
+    return double_dqn_target(next_q_online, next_q_target, rewards, dones, discount)

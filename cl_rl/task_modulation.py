@@ -15,6 +15,7 @@ momentum. Consolidation penalties (EWC, MAS) act on the shared parameters only: 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -74,6 +75,29 @@ def set_task(module: nn.Module, task: int) -> None:
         if not 0 <= task < layer.n_tasks:
             raise ValueError(f"task {task} does not exist (the network has {layer.n_tasks} task(s)); add it first")
         layer.active = task
+
+
+def active_task(module: nn.Module) -> int:
+    """The task whose gains and biases ``module`` applies now (-1 before any task was set)."""
+    layers = task_affine_layers(module)
+    return layers[0].active if layers else -1
+
+
+@contextmanager
+def using_task(task: int, *modules: nn.Module) -> Iterator[None]:
+    """Inside the block every module applies ``task``'s gains and biases; each one's active task is restored after.
+
+    The one way to "run as task k, then go back" (evaluation, consolidation, distillation, gradient memories).
+    """
+    previous = [active_task(m) for m in modules]
+    for m in modules:
+        set_task(m, task)
+    try:
+        yield
+    finally:
+        for m, active in zip(modules, previous, strict=True):
+            if active >= 0:
+                set_task(m, active)
 
 
 def task_parameters(module: nn.Module, task: int) -> list[nn.Parameter]:

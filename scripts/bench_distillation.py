@@ -10,28 +10,27 @@ Breakout with each set of regularisers.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
 import torch
 from stable_baselines3.common.logger import configure
 
-from agents.distillation import Distillation
 from agents.run.config import ConfigError, load_config
 from agents.run.training import make_agent, make_stream
+from cl_rl.methods.distillation import Distillation
 from envs.sequence import GameSequence, Segment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default="configs/default.yaml")
-    parser.add_argument("overrides", nargs="*", help="overrides such as distill.batch_size=64")
+    parser.add_argument("overrides", nargs="*", help="overrides such as method.lwf.batch_size=64")
     parser.add_argument("--steps", type=int, default=300, help="agent steps on each game before timing")
     parser.add_argument("--updates", type=int, default=50, help="updates timed per setting")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, [*args.overrides, "distill.source=generated", "task.source=oracle"])
+        config = load_config(args.config, [*args.overrides, "method.name=generative_replay", "task.source=oracle"])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -42,18 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     model = make_agent(config, env)
     model.set_logger(configure(None, [""]))
     model.learn(sequence.total_steps)
-    generated = next(r for r in model.regularizers if r.name == "distill")
-    lwf = Distillation(model, {**dataclasses.asdict(config.distill), "source": "current"})
+    (generated,) = model.methods
+    lwf = Distillation("lwf", config.method.lwf, model)
     lwf.on_task_switch(0, 1)
     settings = {"none": [], "generative_replay": [generated], "lwf": [lwf]}
     print(f"torch threads {torch.get_num_threads()}, batch {config.agent.batch_size}, {config.agent.network} network")
     print(
-        f"distill.batch_size {config.distill.batch_size}, generator steps per update "
-        f"{config.distill.generator.steps_per_update}"
+        f"method.generative_replay.batch_size {config.method.generative_replay.batch_size}, generator steps per "
+        f"update {config.method.generative_replay.generator.steps_per_update}"
     )
     base = None
-    for name, regularizers in settings.items():
-        model.regularizers = regularizers
+    for name, methods in settings.items():
+        model.methods = methods
         model.train(gradient_steps=2, batch_size=config.agent.batch_size)  # warm-up
         start = time.perf_counter()
         for _ in range(args.updates):

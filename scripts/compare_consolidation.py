@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.consolidation import METHODS
-from agents.distillation import METHODS as DISTILL_METHODS
 from agents.evaluation.comparison import compare
 from agents.run.config import ConfigError, load_config
+from cl_rl.methods import parse_method_names
 from envs.games import UnknownGameError, canonical_game
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default="configs/default.yaml", help="base config (agent, env, λ ...)")
-    parser.add_argument("overrides", nargs="*", help="overrides such as consolidation.lam=1000")
+    parser.add_argument("overrides", nargs="*", help="overrides such as method.ewc.lam=1000")
     parser.add_argument("--game-a", default="Pong")
     parser.add_argument("--game-b", default="Breakout")
     parser.add_argument("--steps-a", type=int, default=20_000, help="agent steps on A")
@@ -33,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         game_a, game_b = canonical_game(args.game_a), canonical_game(args.game_b)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        known = [*METHODS, *DISTILL_METHODS]
         for m in methods:
-            if m not in known:
-                raise ConfigError(f"unknown method {m!r} in --methods; choose from {', '.join(known)}")
+            try:
+                parse_method_names(m)
+            except ValueError as err:
+                raise ConfigError(f"--methods: {err}") from err
     except (ConfigError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -30,8 +30,8 @@ SOAK_DEFAULTS = [
     "run.checkpoint_every=0",
     "agent.buffer_size=5000",
     "agent.learning_starts=1000",
-    "consolidation.method=ewc",
-    "consolidation.batches=10",
+    "method.name=ewc",
+    "method.ewc.batches=10",
     "eval.episodes=1",
 ]
 CYCLE = ["Pong", "Breakout", "Freeway"]

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_ewc_and_mas_reduce_q_drift_on_the_first_game():
     config = load_config(
         REPO / "configs" / "tiny.yaml",
-        ["consolidation.lam=100", "consolidation.normalize=true", "consolidation.batches=10"],
+        [f"method.{m}.{k}" for m in ("ewc", "mas") for k in ("lam=100", "normalize=true", "batches=10")],
     )
     results = {r.method: r for r in compare(config, "Pong", "Breakout", 300, 300, ["none", "ewc", "mas"], 0)}
     assert results["none"].q_drift_a > 0

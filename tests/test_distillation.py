@@ -97,28 +97,28 @@ def test_gradient_matches_finite_differences_and_the_teacher_stays_frozen():
     assert not any(p.requires_grad for p in distill.teacher.parameters())
 
 
-def test_bad_distill_settings_are_config_errors_naming_the_key():
-    with pytest.raises(ConfigError, match=r"distill\.source"):
-        load_config(REPO / "configs" / "tiny.yaml", ["distill.source=replay"])
-    with pytest.raises(ConfigError, match=r"distill\.generator\.steps_per_switch"):
-        load_config(REPO / "configs" / "tiny.yaml", ["distill.generator.steps_per_switch=-1"])
-    with pytest.raises(ConfigError, match=r"distill\.alpha"):
-        load_config(REPO / "configs" / "tiny.yaml", ["distill.alpha=-1"])
+def test_bad_method_settings_are_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match=r"unknown method 'replay'"):
+        load_config(REPO / "configs" / "tiny.yaml", ["method.name=replay"])
+    with pytest.raises(ConfigError, match=r"method\.generative_replay\.generator.*steps_per_switch"):
+        load_config(REPO / "configs" / "tiny.yaml", ["method.generative_replay.generator.steps_per_switch=-1"])
+    with pytest.raises(ConfigError, match=r"method\.lwf.*alpha"):
+        load_config(REPO / "configs" / "tiny.yaml", ["method.lwf.alpha=-1"])
+    with pytest.raises(ConfigError, match=r"replaced by 'method'"):
+        load_config(REPO / "configs" / "tiny.yaml", ["distill.source=current"])
 
 
-@pytest.mark.parametrize("source", ["generated", "current"])
+@pytest.mark.parametrize("source", ["generative_replay", "lwf"])
 def test_agent_distils_after_the_first_switch_logs_and_saves_its_teachers(source, tmp_path):
     """Pong 200 → Breakout 150 → Pong 150 (tiny.yaml): the term is active from the first switch, the generator's grids
     and losses reach TensorBoard, and save/load brings back the teacher Q-network and the generator."""
     overrides = [
-        f"distill.source={source}",
-        "distill.batch_size=8",
-        "distill.generator.channels=4",
-        "distill.generator.latent_dim=4",
-        "distill.generator.steps_per_switch=3",
-        "distill.generator.steps_per_update=1",
-        "distill.generator.batch_size=8",
+        f"method.name={source}",
+        f"method.{source}.batch_size=8",
     ]
+    if source == "generative_replay":
+        overrides += [f"method.{source}.generator.{k}" for k in ("channels=4", "latent_dim=4", "batch_size=8")]
+        overrides += [f"method.{source}.generator.{k}" for k in ("steps_per_switch=3", "steps_per_update=1")]
     config = load_config(REPO / "configs" / "tiny.yaml", overrides)
     sequence = config.sequence.build()
     stream, env = make_stream(config, sequence)
@@ -126,33 +126,34 @@ def test_agent_distils_after_the_first_switch_logs_and_saves_its_teachers(source
     model.set_logger(configure(str(tmp_path / "tb"), ["tensorboard"]))
     model.learn(sequence.total_steps, log_interval=1)  # dump the logs at every episode's end
     stream.close()
-    (distill,) = [r for r in model.regularizers if r.name == "distill"]
+    (distill,) = model.methods
     assert distill.core.known_tasks == [0, 1]
     acc = EventAccumulator(str(tmp_path / "tb")).Reload()
     scalars = {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    assert scalars["train/penalty/distill/distill"] and min(scalars["train/penalty/distill/distill"]) > 200
-    if source == "generated":
-        assert {"distill/samples/task_0", "distill/samples/task_1"} <= set(acc.Tags()["images"])
-        assert "distill/generator/loss" in scalars and "consolidation/distill/generator_loss_last" in scalars
+    penalty = f"train/penalty/{source}/distill"
+    assert scalars[penalty] and min(scalars[penalty]) > 200
+    if source == "generative_replay":
+        grids = {f"consolidation/{source}/samples/task_0", f"consolidation/{source}/samples/task_1"}
+        assert grids <= set(acc.Tags()["images"])
+        assert f"train/{source}/generator/loss" in scalars and f"consolidation/{source}/generator_loss_last" in scalars
     else:
         assert distill.replay is None and not acc.Tags()["images"]
 
     model.save(tmp_path / "model.zip")
     loaded = ContinualDQN.load(tmp_path / "model.zip")
-    (again,) = [r for r in loaded.regularizers if r.name == "distill"]
+    (again,) = loaded.methods
     assert again.core.known_tasks == [0, 1] and again.core.student is loaded.q_net
     for name, value in distill.core.teacher.state_dict().items():
         assert torch.equal(value, again.core.teacher.state_dict()[name]), name
-    if source == "generated":
+    if source == "generative_replay":
         assert again.replay.known_tasks == [0, 1]
         for name, value in distill.replay.teacher.state_dict().items():
             assert torch.equal(value, again.replay.teacher.state_dict()[name]), name
 
 
 def test_distillation_combines_with_a_consolidation_penalty(tiny_config):
-    tiny_config.consolidation.method = "ewc"
-    tiny_config.distill.source = "current"
+    tiny_config.method.name = "ewc+lwf"
     stream, env = make_stream(tiny_config, tiny_config.sequence.build())
     model = make_agent(tiny_config, env)
-    assert [r.name for r in model.regularizers] == ["ewc", "distill"]
+    assert [m.name for m in model.methods] == ["ewc", "lwf"]
     stream.close()

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_generative_replay_and_lwf_reduce_q_drift_on_the_first_game():
-    config = load_config(REPO / "configs" / "tiny.yaml", ["distill.generator.steps_per_switch=100"])
+    config = load_config(REPO / "configs" / "tiny.yaml", ["method.generative_replay.generator.steps_per_switch=100"])
     methods = ["none", "generative_replay", "lwf"]
     results = {r.method: r for r in compare(config, "Pong", "Breakout", 300, 300, methods, 0)}
     assert results["none"].q_drift_a > 0

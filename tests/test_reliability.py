@@ -95,7 +95,7 @@ NEW_RUN_CASES = [
     (["agent.bach_size=3"], "did you mean batch_size"),
     (["agent.batch_size=abc"], "agent.batch_size must be an integer"),
     (["sequence.segments.0.steps=-5"], "must be a positive integer"),
-    (["consolidation.lam=-1"], "consolidation.lam must be >= 0"),
+    (["method.ewc.lam=-1"], "lam must be >= 0"),
     (["agent.batch_size=5000"], "larger than agent.buffer_size"),
     (["agent.replay_memory_gb=0.001"], "smaller than one task's replay buffer"),
     (["sequence.segments=[]"], "give exactly one of"),
@@ -294,8 +294,8 @@ def _record_run(config) -> _Record:
 @pytest.mark.slow
 def test_same_config_and_seed_give_the_same_actions_and_losses(tiny_config):
     tiny_config.task.source = "fmn"
-    tiny_config.consolidation.method = "ewc"
-    tiny_config.consolidation.batches = 2
+    tiny_config.method.name = "ewc"
+    tiny_config.method.ewc.batches = 2
     first, second = _record_run(tiny_config), _record_run(tiny_config)
     assert len(first.losses) > 50 and first.losses == second.losses
     assert first.actions == second.actions

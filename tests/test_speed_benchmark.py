@@ -21,9 +21,9 @@ def test_full_config_plays_two_setup_games_with_task_inference_and_ewc() -> None
     s = BenchSettings(setup_steps=50, learning_starts=64, buffer_size=500)
     full, plain = agent_config(s, full=True), agent_config(s, full=False)
     assert [seg.game for seg in full.sequence.build().segments] == ["Breakout", "Freeway", "Pong"]
-    assert (full.task.source, full.consolidation.method, full.agent.replay) == ("fmn", "ewc", "frames")
+    assert (full.task.source, full.method.name, full.agent.replay) == ("fmn", "ewc", "frames")
     assert [seg.game for seg in plain.sequence.build().segments] == ["Pong"]
-    assert (plain.task.source, plain.consolidation.method) == ("oracle", "none")
+    assert (plain.task.source, plain.method.name) == ("oracle", "none")
 
 
 def test_frame_replay_needs_far_less_memory_for_the_ewc_protocol() -> None:

@@ -104,8 +104,8 @@ def test_ewc_run_logs_penalties_per_task_and_importance_statistics(tmp_path):
     run_dir = tmp_path / "ewc"
     result = _train(
         str(REPO / "configs" / "tiny.yaml"),
-        "consolidation.method=ewc",
-        "consolidation.batches=5",
+        "method.name=ewc",
+        "method.ewc.batches=5",
         "--run-dir",
         str(run_dir),
     )

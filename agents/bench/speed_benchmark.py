@@ -228,7 +228,7 @@ def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config
                 "exploration_final_eps": s.epsilon,
                 "replay": replay,
             },
-            "consolidation": {"method": "ewc", "batches": s.fisher_batches} if full else {"method": "none"},
+            "method": {"name": "ewc", "ewc": {"batches": s.fisher_batches}} if full else {"name": "none"},
             "eval": {"enabled": False},
         }
     )
@@ -236,7 +236,7 @@ def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config
 
 def _require_two_anchors(model: BaseAlgorithm) -> None:
     assert isinstance(model, ContinualDQN)
-    _, terms = total_penalty(model.regularizers, model.current_task)
+    _, terms = total_penalty(model.methods, model.current_task)
     if len(terms) < 2:
         raise RuntimeError(
             f"the full variant must train under >= 2 EWC anchors, but {len(terms)} are active ({sorted(terms)}; "
@@ -253,7 +253,7 @@ def run_agent(s: BenchSettings, full: bool, replay: str = "frames") -> tuple[flo
     start = (2 * s.setup_steps if full else 0) + s.first_timed_step
     try:
         rate = _timed_learn(model, start, s, on_start=_require_two_anchors if full else None)
-        _, terms = total_penalty(model.regularizers, model.current_task)
+        _, terms = total_penalty(model.methods, model.current_task)
         notes = {"tasks": float(model.n_tasks_created), "anchors": float(len(terms))}
         return rate, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
     finally:

@@ -17,7 +17,6 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
-from agents.distillation import METHODS as DISTILL_METHODS
 from agents.evaluation.play import evaluate_game
 from agents.run.config import Config
 from agents.run.training import make_agent, make_stream
@@ -64,8 +63,8 @@ def stored_observations(buffer: ReplayBuffer, positions: np.ndarray) -> torch.Te
 
 
 def q_on(model: ContinualDQN, states: torch.Tensor, task: int) -> torch.Tensor:
-    with model.policy.using_task(task), torch.no_grad():
-        return model.q_net(states)
+    with torch.no_grad():
+        return model.q_values(states, task)
 
 
 def compare(
@@ -83,10 +82,7 @@ def compare(
     for method in methods:
         config = copy.deepcopy(base)
         config.task.source = "oracle"  # A is task 0 and B task 1 exactly: the comparison isolates the protection
-        if method in DISTILL_METHODS:  # generative_replay, lwf: a distillation source instead of a penalty
-            config.distill.source = DISTILL_METHODS[method]  # type: ignore[assignment]
-        else:
-            config.consolidation.method = method  # type: ignore[assignment]
+        config.method.name = method
         sequence = GameSequence([Segment(game_a, steps_a), Segment(game_b, steps_b)])
         stream, env = make_stream(config, sequence)
         model = make_agent(config, env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from agents.sb3.continual_dqn import ContinualDQN
-from cl_rl.task_modulation import add_task, set_task, task_affine_layers
+from cl_rl.task_modulation import active_task, add_task, set_task, task_affine_layers, using_task
 from cl_rl.task_source import TaskSource
 from envs.atari import AtariSettings, make_atari_env
 from envs.scores import human_normalized_score
@@ -79,9 +80,10 @@ def play_game(
     rng = np.random.default_rng(seed)
     scores: list[float] = []
     tasks: Counter[int] = Counter()
-    active = task_affine_layers(model.q_net)[0].active
+    active = active_task(model.q_net)
+    restore_active = using_task(active, model.q_net) if active >= 0 else contextlib.nullcontext()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), restore_active:
             obs, _ = env.reset(seed=seed)
             while len(scores) < episodes:
                 task = source.observe(obs, game)
@@ -104,8 +106,6 @@ def play_game(
                     obs, _ = env.reset()
     finally:
         env.close()
-        if active >= 0:
-            set_task(model.q_net, active)
     return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)
 
 

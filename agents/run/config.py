@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from cl_rl.frame_replay import FrameReplay
+from cl_rl.methods import NONE, REGISTRY, parse_method_names
 from cl_rl.task_inference import FMNSettings
 from envs.atari import AtariSettings
 from envs.games import canonical_game
@@ -36,10 +37,16 @@ class RunConfig:
     keep_checkpoints: int = 0  # newest periodic checkpoints kept (0: keep all); segment-end ones are always kept
     save_replay: bool = False  # also save the replay buffers with each checkpoint (large)
     progress_bar: bool = True  # show a progress bar over the whole sequence
+    # torch intra-op CPU threads (0: torch's default, one per core). 1 because on this project's 2-core machine one
+    # thread was faster in every case measured, and several times faster when other jobs share the cores: torch's
+    # threads wait on each other's turn (docs/SPEED.md, "Torch threads"; scripts/bench_threads.py). Raise it on a
+    # many-core machine of your own or for a wider network.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _at_least("run.checkpoint_every", self.checkpoint_every, 0)
         _at_least("run.keep_checkpoints", self.keep_checkpoints, 0)
+        _at_least("run.threads", self.threads, 0)
 
 
 @dataclass
@@ -120,65 +127,23 @@ class AgentConfig:
             )
 
 
-@dataclass
-class ConsolidationConfig:
-    """Penalties protecting earlier tasks (see agents/consolidation.py and cl_rl/consolidation.py)."""
+def _method_config_class() -> type:
+    """``method:``: the name of the method(s) and one settings section per registered method (cl_rl/methods)."""
 
-    method: Literal["none", "ewc", "online_ewc", "mas"] = "none"
-    lam: float = 400.0  # λ of the quadratic penalty (the EWC paper's Atari agent: 400)
-    fisher: Literal["softmax", "td"] = "softmax"  # which log-likelihood the Fisher is taken of (EWC only)
-    batches: int = 100  # minibatches of the left task's buffer per importance estimate (the paper: 100)
-    batch_size: int = 32  # samples per such minibatch (the paper: 32)
-    min_task_steps: int = 0  # agent steps a task is trained before it gets an anchor (the paper: 20M frames = 5M)
-    online_decay: float = 1.0  # γ of online EWC (Schwarz et al. 2018, eq. 9)
-    normalize: bool = False  # divide each task's importance by its mean (online EWC's per-task normalisation)
+    def check(self: Any) -> None:
+        parse_method_names(self.name)
 
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ConfigError(f"consolidation.lam must be >= 0, got {self.lam}")
-        _at_least("consolidation.batches", self.batches, 1)
-        _at_least("consolidation.batch_size", self.batch_size, 1)
-        _at_least("consolidation.min_task_steps", self.min_task_steps, 0)
-        if not 0.0 <= self.online_decay <= 1.0:
-            raise ConfigError(f"consolidation.online_decay must lie in [0, 1], got {self.online_decay}")
+    fields = [("name", str, field(default=NONE))]
+    fields += [(name, spec.settings, field(default_factory=spec.settings)) for name, spec in REGISTRY.items()]
+    cls = dataclasses.make_dataclass("MethodConfig", fields, namespace={"__post_init__": check})
+    cls.__doc__ = (
+        "The continual-learning method: `name` is none (fine-tuning), a registered method or several joined by '+'; "
+        "each method's settings are in the section of its name (defaults: its dataclass in cl_rl/methods)."
+    )
+    return cls
 
 
-@dataclass
-class GeneratorConfig:
-    """The task-conditioned VAE of generative replay (see cl_rl/generative.py)."""
-
-    latent_dim: int = 32  # size of the latent code z
-    channels: int = 16  # width of the first conv layer (the next two have twice as many)
-    max_tasks: int = 16  # length of the task one-hot: the most tasks the generator can tell apart
-    beta: float = 1.0  # weight of the KL term of the ELBO
-    lr: float = 1e-3  # Adam step size
-    batch_size: int = 32  # states per generator step, shared equally by all tasks it must know
-    steps_per_switch: int = 2_000  # generator steps on the left task's buffer (+ replay) at each task switch
-    steps_per_update: int = 0  # generator steps on the current task's buffer (+ replay) in every agent update
-
-    def __post_init__(self) -> None:
-        for name in ("latent_dim", "channels", "max_tasks", "batch_size"):
-            _at_least(f"distill.generator.{name}", getattr(self, name), 1)
-        for name in ("steps_per_switch", "steps_per_update"):
-            _at_least(f"distill.generator.{name}", getattr(self, name), 0)
-        if self.lr <= 0 or self.beta < 0:
-            raise ConfigError(f"distill.generator.lr must be > 0 and beta >= 0, got {self.lr} and {self.beta}")
-
-
-@dataclass
-class DistillConfig:
-    """Distillation of the old Q-values of earlier tasks (see agents/distillation.py and cl_rl/distillation.py)."""
-
-    source: Literal["none", "generated", "current"] = "none"  # generated: generative replay (RePR); current: LwF
-    alpha: float = 1.0  # α, weight of the distillation term
-    batch_size: int = 32  # states per earlier task in each update
-    normalize_q: bool = False  # divide each task's squared error by the variance of its teacher Q-values
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-
-    def __post_init__(self) -> None:
-        if self.alpha < 0:
-            raise ConfigError(f"distill.alpha must be >= 0, got {self.alpha}")
-        _at_least("distill.batch_size", self.batch_size, 1)
+MethodConfig = _method_config_class()
 
 
 @dataclass
@@ -216,8 +181,7 @@ class Config:
     env: AtariSettings = field(default_factory=AtariSettings)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
-    consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)  # type: ignore[valid-type]
     task: TaskConfig = field(default_factory=TaskConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -243,6 +207,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:  # type:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
+    old = [key for key in ("consolidation", "distill") if key in data]
+    if old:
+        raise ConfigError(
+            f"config section(s) {', '.join(map(repr, old))} were replaced by 'method': write method.name: ewc (or "
+            "online_ewc, mas, generative_replay, lwf, ..., several joined by '+') and each method's settings under "
+            "method.<name>, e.g. method.ewc.lam: 400 (see README, 'Methods')"
+        )
     config = _build(Config, data, "")
     config.sequence.build()  # validates games and steps now rather than at the first switch
     _check_replay_budget(config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import shutil
 import signal
@@ -33,6 +32,7 @@ from agents.run.config import Config, ConfigError, load_config, save_config
 from agents.run.rng import restore_rng_state
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
 from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
+from cl_rl.methods import REGISTRY
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import make_atari_env
@@ -115,11 +115,16 @@ def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
             "buffer_class": FrameStackReplayBuffer if a.replay == "frames" else ReplayBuffer,
             "memory_budget": int(a.replay_memory_gb * 2**30),
         },
-        consolidation=dataclasses.asdict(config.consolidation),
-        distill=dataclasses.asdict(config.distill),
+        method=config.method.name,
+        method_settings=method_settings(config),
         seed=config.run.seed,
         device=config.run.device,
     )
+
+
+def method_settings(config: Config) -> dict[str, Any]:
+    """Each registered method's settings section of ``config``, by method name."""
+    return {name: getattr(config.method, name) for name in REGISTRY}
 
 
 def train(config: Config, run_dir: Path, overwrite: bool = False, callbacks: Sequence[BaseCallback] = ()) -> RunResult:
@@ -132,7 +137,7 @@ def train(config: Config, run_dir: Path, overwrite: bool = False, callbacks: Seq
     return _learn(config, sequence, stream, model, run_dir, first_time=True, callbacks=callbacks)
 
 
-def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
+def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[BaseCallback] = ()) -> RunResult:
     """Continue a run from its newest valid checkpoint, with the config saved in the run directory.
 
     ``overrides`` may change only ``run.*`` and ``eval.*`` settings (for this process; config.yaml is kept as it was
@@ -157,7 +162,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     if model.rng_state is not None:
         restore_rng_state(model.rng_state, model.action_space)
     stream.seek(model.num_timesteps)
-    return _learn(config, sequence, stream, model, run_dir, first_time=False)
+    return _learn(config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks)
 
 
 # Settings that fix the shapes of the network, the observations or the saved state: a checkpoint cannot take others.

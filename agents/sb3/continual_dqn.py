@@ -13,27 +13,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
+from stable_baselines3.common.logger import Image
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
-from agents.consolidation import METHODS, build_consolidation
-from agents.distillation import NAME as DISTILL_NAME
-from agents.distillation import build_distillation
 from agents.run.rng import capture_rng_state
 from agents.sb3.policy import ContinualDQNPolicy
 from agents.sb3.replay import PerTaskReplayBuffer
 from cl_rl.exploration import PerTaskEpsilon
-from cl_rl.regularizer import Regularizer, total_penalty
-from cl_rl.targets import double_dqn_target, dqn_target
+from cl_rl.methods import NONE, ContinualMethod, Stats, Transitions, build_methods
+from cl_rl.regularizer import total_penalty
+from cl_rl.targets import td_target
+from cl_rl.task_modulation import shared_parameters
 from cl_rl.task_source import OracleTaskSource, TaskSource
 
-CHECKPOINT_FORMAT = 1  # raise when saved state changes incompatibly; agents.run.checkpoints refuses other formats
+CHECKPOINT_FORMAT = 2  # raise when saved state changes incompatibly; agents.run.checkpoints refuses other formats
 
 
 class ContinualDQN(DQN):
@@ -47,11 +48,12 @@ class ContinualDQN(DQN):
     :param exploration_steps: agent steps over which ε anneals, counted *per task*.
     :param learning_starts: transitions a task's own buffer must hold before that task is trained (per task).
     :param buffer_size: capacity of *each* task's replay buffer.
-    :param consolidation: settings of the built-in penalty (``method``: none | ewc | online_ewc | mas, ``lam``, ...;
-        see ``agents.consolidation``); saved with the model, anchors included.
-    :param distill: settings of the distillation term (``source``: none | generated | current, ``alpha``, ``generator``,
-        ...; see ``agents.distillation``); saved with the model, teachers and generator included.
-    :param regularizers: further terms added to the TD loss (not saved: re-attach them after ``load``).
+    :param method: the continual-learning method(s) by registry name (``cl_rl.methods.REGISTRY``): ``none``,
+        ``ewc``, ``online_ewc``, ``mas``, ``generative_replay``, ``lwf``, ...; several joined by ``+``. They reach
+        this agent only through the ``cl_rl.methods.AgentPort`` it implements; their state is saved with the model.
+    :param method_settings: settings dataclass per method name (missing ones take the dataclass defaults).
+
+    Further ``ContinualMethod`` objects may be appended to ``model.methods`` after construction (not saved).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -69,9 +71,8 @@ class ContinualDQN(DQN):
         task_source: TaskSource | None = None,
         double_dqn: bool = True,
         exploration_steps: int = 1_000_000,
-        consolidation: dict[str, Any] | None = None,
-        distill: dict[str, Any] | None = None,
-        regularizers: Sequence[Regularizer] = (),
+        method: str = NONE,
+        method_settings: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -80,10 +81,10 @@ class ContinualDQN(DQN):
         self.task_source: TaskSource = task_source if task_source is not None else OracleTaskSource()
         self.double_dqn = double_dqn
         self.epsilon = PerTaskEpsilon(self.exploration_initial_eps, self.exploration_final_eps, exploration_steps)
-        self.consolidation = dict(consolidation or {"method": "none"})
-        self.distill = dict(distill or {"source": "none"})
-        self.consolidation_state: dict[str, dict] = {}
-        self.regularizers: list[Regularizer] = list(regularizers)
+        self.method = method
+        self.method_settings = dict(method_settings or {})
+        self.method_state: dict[str, dict] = {}  # filled by `save`, read back by `_setup_model` after `load`
+        self.methods: list[ContinualMethod] = []
         self.checkpoint_format = CHECKPOINT_FORMAT
         self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.run.training.resume
         self.current_task = -1
@@ -105,21 +106,14 @@ class ContinualDQN(DQN):
             self.replay_buffer.add_task()
         if self.current_task >= 0:
             self._activate(self.current_task)
-        penalty = build_consolidation(self, self.consolidation)
-        if penalty is not None:
-            if penalty.name in self.consolidation_state:
-                penalty.load_state_dict(self.consolidation_state[penalty.name])
-            self.regularizers = [penalty, *(r for r in self.regularizers if r.name != penalty.name)]
-        distillation = build_distillation(self, self.distill)
-        if distillation is not None:
-            if distillation.name in self.consolidation_state:
-                distillation.load_state_dict(self.consolidation_state[distillation.name])
-            self.regularizers = [*(r for r in self.regularizers if r.name != distillation.name), distillation]
+        self.methods = build_methods(self.method, self.method_settings, self)
+        for m in self.methods:
+            if m.name in self.method_state:
+                m.load_state_dict(self.method_state[m.name])
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
-        """SB3's ``save``, with the consolidation anchors (θ*, importance) and the distillation teachers saved too."""
-        saved = (*METHODS, DISTILL_NAME)
-        self.consolidation_state = {r.name: r.state_dict() for r in self.regularizers if r.name in saved}
+        """SB3's ``save``, with every method's state (anchors, teachers, generators, posteriors) saved too."""
+        self.method_state = {m.name: m.state_dict() for m in self.methods}
         self.rng_state = capture_rng_state(self.action_space)
         super().save(path, exclude, include)
 
@@ -131,9 +125,9 @@ class ContinualDQN(DQN):
         return result
 
     def _excluded_save_params(self) -> list[str]:
-        # Regularisers hold references to the live network: they are saved by their owner through state_dict().
+        # Methods hold references to the live network: they are saved through their state_dict() (`method_state`).
         # The last observation is not saved so that a loaded model starts with a fresh reset of its env.
-        return [*super()._excluded_save_params(), "regularizers", "_last_obs", "_last_original_obs"]
+        return [*super()._excluded_save_params(), "methods", "_last_obs", "_last_original_obs"]
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def _activate(self, task: int) -> None:
@@ -158,13 +152,10 @@ class ContinualDQN(DQN):
             self.replay_buffer.add_task()
             self.n_tasks_created += 1
         if left >= 0:
-            for reg in self.regularizers:
+            for m in self.methods:
                 started = time.perf_counter()
-                for key, value in reg.on_task_switch(left, task).items():
-                    self.logger.record(f"consolidation/{reg.name}/{key}", value)
-                self.logger.record(f"consolidation/{reg.name}/seconds", time.perf_counter() - started)
-                if hasattr(reg, "lam"):
-                    self.logger.record(f"consolidation/{reg.name}/lambda", reg.lam)
+                self._record_stats(f"consolidation/{m.name}", m.on_task_switch(left, task))
+                self.logger.record(f"consolidation/{m.name}/seconds", time.perf_counter() - started)
             self.task_switches += 1
         self._activate(task)
         self.logger.record("task/current", task)
@@ -195,37 +186,114 @@ class ContinualDQN(DQN):
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
-        """DQN updates on the current task's buffer: TD loss (Double DQN optional) plus the regularisers' terms."""
+        """DQN updates on the current task's memory: the TD loss plus the methods' terms and hooks.
+
+        Each update minimises  L(θ) = E_(s,a,r,s')~D_t [ Huber(Q(s, a; t) − y) ] + Σ_m R_m(θ; t)  with y the
+        (Double-)DQN target of ``td_target`` under the current task t's gains and biases, D_t the current task's
+        replay memory and R_m the methods' penalties. The methods' hooks run around it: ``before_update`` after the
+        minibatch is drawn, ``after_backward`` between the backward pass and gradient clipping.
+        """
         if self.replay_buffer.size() < max(self.learning_starts, batch_size):
             return
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        task = self.current_task
         losses, td_losses, penalties = [], [], {}
+        stats: Stats = {}
         for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = data.discounts if data.discounts is not None else self.gamma
-            with th.no_grad():
-                next_q_target = self.q_net_target(data.next_observations)
-                if self.double_dqn:
-                    next_q_online = self.q_net(data.next_observations)
-                    target = double_dqn_target(next_q_online, next_q_target, data.rewards, data.dones, discounts)
-                else:
-                    target = dqn_target(next_q_target, data.rewards, data.dones, discounts)
-            q_taken = self.q_net(data.observations).gather(1, data.actions.long())
-            td_loss = F.smooth_l1_loss(q_taken, target)
-            penalty, penalties = total_penalty(self.regularizers, self.current_task)
+            data = self._transitions(self.replay_buffer.sample(batch_size, env=self._vec_normalize_env))
+            for m in self.methods:
+                stats.update({f"{m.name}/{k}": v for k, v in m.before_update(task).items()})
+            td_loss = self._td_loss(data)
+            penalty, penalties = total_penalty(self.methods, task)
             loss = td_loss if penalty is None else td_loss + penalty
 
             self.policy.optimizer.zero_grad()
             loss.backward()
+            for m in self.methods:
+                stats.update({f"{m.name}/{k}": v for k, v in m.after_backward(task).items()})
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-            losses.append(loss.item())
-            td_losses.append(td_loss.item())
+            losses.append(loss.detach())
+            td_losses.append(td_loss.detach())
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
-        self.logger.record("train/td_loss", float(np.mean(td_losses)))
+        self.logger.record("train/loss", float(th.stack(losses).mean()))
+        self.logger.record("train/td_loss", float(th.stack(td_losses).mean()))
         for name, value in penalties.items():
             self.logger.record(f"train/penalty/{name}", float(value))
+        self._record_stats("train", stats)
+
+    def _td_loss(self, data: Transitions) -> th.Tensor:
+        """Huber loss of Q(s, a) against ``td_target`` under the networks' active task."""
+        target = self._td_target(data)
+        q_taken = self.q_net(data.observations).gather(1, data.actions.long())
+        return F.smooth_l1_loss(q_taken, target)
+
+    @th.no_grad()
+    def _td_target(self, data: Transitions) -> th.Tensor:
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        next_q_target = self.q_net_target(data.next_observations)
+        next_q_online = self.q_net(data.next_observations) if self.double_dqn else None
+        return td_target(next_q_target, data.rewards, data.dones, discounts, next_q_online)
+
+    def _transitions(self, data: Any) -> Transitions:
+        return Transitions(
+            data.observations,
+            data.actions,
+            data.next_observations,
+            data.dones,
+            data.rewards,
+            getattr(data, "discounts", None),
+        )
+
+    def _record_stats(self, prefix: str, stats: Stats) -> None:
+        """Log a method's statistics: floats as scalars, 1-D tensors as histograms, (C, H, W) tensors as images."""
+        for key, value in stats.items():
+            if isinstance(value, th.Tensor) and value.dim() == 3:
+                self.logger.record(f"{prefix}/{key}", Image(value, "CHW"), exclude=("stdout", "log", "json", "csv"))
+            elif isinstance(value, th.Tensor) and value.dim() == 1:
+                self.logger.record(f"{prefix}/{key}", value)
+            else:
+                self.logger.record(f"{prefix}/{key}", float(value))
+
+    # --- the AgentPort (cl_rl.methods.base): what a continual-learning method may ask of this agent -------------------
+    @property
+    def q_network(self) -> th.nn.Module:
+        return self.q_net
+
+    def shared_parameters(self) -> dict[str, th.nn.Parameter]:
+        return dict(shared_parameters(self.q_net))
+
+    def using_task(self, task: int) -> AbstractContextManager[None]:
+        return self.policy.using_task(task)
+
+    def q_values(self, observations: th.Tensor, task: int, target: bool = False) -> th.Tensor:
+        with self.policy.using_task(task):
+            if target:
+                with th.no_grad():
+                    return self.q_net_target(observations)
+            return self.q_net(observations)
+
+    def td_target(self, batch: Transitions, task: int) -> th.Tensor:
+        with self.policy.using_task(task):
+            return self._td_target(batch)
+
+    def td_loss(self, batch: Transitions, task: int) -> th.Tensor:
+        with self.policy.using_task(task):
+            return self._td_loss(batch)
+
+    def sample(self, task: int, batch_size: int) -> Transitions | None:
+        if self.memory_size(task) == 0:
+            return None
+        return self._transitions(self.replay_buffer.buffer(task).sample(batch_size))
+
+    def memory_size(self, task: int) -> int:
+        return self.replay_buffer.sizes()[task] if 0 <= task < self.replay_buffer.n_tasks else 0
+
+    def task_steps(self, task: int) -> int:
+        return self.epsilon.steps.get(task, 0)
+
+    def known_tasks(self) -> list[int]:
+        return list(range(self.n_tasks_created))

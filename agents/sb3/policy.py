@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from agents.sb3.networks import TaskModulatedCNN, TaskModulatedQNetwork
-from cl_rl.task_modulation import add_task, set_task, task_affine_layers
+from cl_rl.task_modulation import add_task, set_task, task_affine_layers, using_task
 
 
 class ContinualDQNPolicy(DQNPolicy):
@@ -46,16 +45,9 @@ class ContinualDQNPolicy(DQNPolicy):
         set_task(self.q_net, task)
         set_task(self.q_net_target, task)
 
-    @contextmanager
-    def using_task(self, task: int) -> Iterator[None]:
-        """Apply ``task``'s gains and biases inside the block, then restore the task that was active."""
-        active = task_affine_layers(self.q_net)[0].active
-        self.set_task(task)
-        try:
-            yield
-        finally:
-            if active >= 0:
-                self.set_task(active)
+    def using_task(self, task: int) -> AbstractContextManager[None]:
+        """Apply ``task``'s gains and biases in both networks inside the block, then restore the active task."""
+        return using_task(task, self.q_net, self.q_net_target)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
