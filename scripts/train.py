@@ -4,6 +4,10 @@
 python scripts/train.py configs/default.yaml [key.sub=value ...] [--run-dir DIR] [--overwrite]
 python scripts/train.py --resume RUN_DIR [run.key=value eval.key=value ...]
 
+While it trains it prints a line at each switch of game or task and at each evaluation, above a progress bar over
+the whole sequence (game, segment, task, recent score); at the end, a summary with agent steps per second. torch uses
+run.threads CPU threads (default 1: see docs/SPEED.md before raising it on a shared machine).
+
 Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint, flushes TensorBoard and exits 0; --resume continues
 from the newest valid checkpoint. Bad input (unknown game or key, bad value, unusable run directory or checkpoint)
 exits 2 with a message that says what to change.
@@ -15,19 +19,28 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from agents.run.config import ConfigError, load_config
-from agents.run.training import CheckpointError, RunDirError, new_run_dir, resume, train
+from agents.run.training import CheckpointError, RunDirError, RunResult, new_run_dir, resume, train
 from envs.games import UnknownGameError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/default.yaml")
-    parser.add_argument("overrides", nargs="*", help="overrides such as agent.batch_size=64 run.seed=1")
-    parser.add_argument("--run-dir", type=Path, help="where to write logs and checkpoints (default: runs/<name>)")
+    parser.add_argument("overrides", nargs="*", help="overrides such as agent.batch_size=64 run.seed=1 run.threads=2")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where to write logs and checkpoints (default: runs/<run.name>__seed<run.seed>__<YYYYmmdd-HHMMSS>)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir and start again")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, same as run.threads=N (default: run.threads)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        args.overrides.append(f"run.threads={args.threads}")
 
     try:
         if args.resume is not None:
@@ -51,20 +64,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    if result.finished_before:
+        return 0  # resume() said so; nothing was written
     if result.interrupted:
         print(f"\n{result.interrupted}: stopped after agent step {result.model.num_timesteps}")
         print(f"  checkpoint:  {result.last_checkpoint}")
         print(f"  continue with:  python scripts/train.py --resume {result.run_dir}")
         return 0
+    print_summary(result)
+    return 0
 
-    print(f"\nfinished {result.model.num_timesteps} agent steps in {result.seconds:.0f} s")
+
+def print_summary(result: RunResult) -> None:
+    """Steps and speed of this process, the recent score of each game, and where the run's files are."""
+    done = result.model.num_timesteps - result.start_step
+    resumed = f" (resumed at {result.start_step})" if result.start_step else ""
+    print(
+        f"\nfinished: agent step {result.model.num_timesteps}{resumed}; {done} steps in {result.seconds:.0f} s, "
+        f"{result.steps_per_second:.1f} steps/s (evaluations included; torch threads: {torch.get_num_threads()})"
+    )
     for game, scores in result.last_scores.items():
         tail = scores[-5:]
         print(f"  {game:<16} episodes={len(scores):<4} mean score of last {len(tail)}: {sum(tail) / len(tail):.1f}")
     print(f"logs and checkpoints: {result.run_dir}")
     print(f"  TensorBoard:  tensorboard --logdir {result.run_dir / 'tb'}")
     print(f"  checkpoints:  {result.run_dir / 'checkpoints'}")
-    return 0
 
 
 if __name__ == "__main__":

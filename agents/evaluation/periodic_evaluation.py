@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
 
 from agents.evaluation.play import GameEvaluation, play_game
 from agents.run.config import EvalConfig
@@ -84,11 +85,18 @@ def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str])
     return oracle
 
 
+def evaluation_line(step: int, results: Sequence[GameEvaluation]) -> str:
+    """``[step 200] evaluation: Pong -21.0 (task 0), Breakout 1.0 (task 1); mean HNS 0.01``: mean raw scores."""
+    games = ", ".join(f"{r.game} {r.score:.1f} (task {r.task})" for r in results)
+    return f"[step {step}] evaluation: {games}; mean HNS {np.mean([r.hns for r in results]):.2f}"
+
+
 class PeriodicEvaluationCallback(BaseCallback):
     """Evaluates every game at each segment end and every ``every`` agent steps (0: segment ends only).
 
     Logs ``eval/<Game>/score`` (raw mean score), ``eval/<Game>/hns``, ``eval/<Game>/task`` (the task id that played
-    it), ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most).
+    it), ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most), and
+    prints one line per evaluation (``evaluation_line``).
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class PeriodicEvaluationCallback(BaseCallback):
         self.logger.record("eval/total_clipped_hns", total_clipped(hns))
         self.logger.dump(self.num_timesteps)
         self.history.append((self.num_timesteps, results))
+        tqdm.write(evaluation_line(self.num_timesteps, results))  # above the progress bar, if there is one
         return results
 
     @classmethod

@@ -6,11 +6,13 @@ import time
 from pathlib import Path
 
 from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
 
 from agents.run.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
 from agents.sb3.replay import buffer_nbytes
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import human_normalized_score
+from envs.sequence import GameSequence
 
 
 class ContinualLoggingCallback(BaseCallback):
@@ -187,3 +189,71 @@ class GracefulStopCallback(BaseCallback):
             self.checkpoints.save()
         self.stopped_at = self.num_timesteps
         return False
+
+
+class LiveOutputCallback(BaseCallback):
+    """What a person watching the run sees: a bar over the whole sequence and a line at each switch.
+
+    The bar (``bar=True``) counts agent steps of the whole sequence from the step the run starts at (a resumed run
+    continues where it stopped), and shows the current game, segment, task and the mean score of that game's last
+    ``recent`` episodes. Whether or not there is a bar, a line says where the run starts (and which checkpoint it
+    resumed, ``resumed_from``), and a line is printed whenever the game or the task that plays it changes, e.g.
+    ``[step 200] switch: game Breakout (segment 2/3), task 1 (new)``; with inferred tasks the game changes first and
+    the task follows a few steps later, each with its own line. Lines go through ``tqdm.write``, above the bar.
+    """
+
+    def __init__(
+        self, sequence: GameSequence, bar: bool = True, recent: int = 5, resumed_from: Path | None = None
+    ) -> None:
+        super().__init__()
+        self.sequence, self.show_bar, self.recent, self.resumed_from = sequence, bar, recent, resumed_from
+        self.bar: tqdm | None = None
+        self.scores: dict[str, list[float]] = {}
+        self.playing: tuple[str, int] | None = None  # (game, task) of the latest step
+        self.tasks_seen: set[int] = set()
+
+    def _on_training_start(self) -> None:
+        # The task of the first step is known now: learn() has reset the env and asked the task source.
+        step, task = self.num_timesteps, self.model.current_task
+        segment = self.sequence.segment_at(step)
+        game = self.sequence.segments[segment].game
+        self.tasks_seen = set(range(self.model.n_tasks_created))
+        if self.show_bar:
+            self.bar = tqdm(total=self.sequence.total_steps, initial=step, unit="step", dynamic_ncols=True)
+        if self.resumed_from is not None:
+            tqdm.write(f"resumed {self.resumed_from} at agent step {step} of {self.sequence.total_steps}")
+        self._announce(step, game, task, segment)
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]
+        game, task, segment = info.get("game"), self.model.current_task, info.get("segment", 0)
+        episode = info.get("episode")
+        if episode is not None and game is not None:
+            self.scores.setdefault(game, []).append(float(episode["r"]))
+        if game is not None and (game, task) != self.playing:
+            self._announce(self.num_timesteps - 1, game, task, segment)  # 0-based index of the step just played
+        if self.bar is not None:
+            if episode is not None:
+                self._set_postfix(game, task, segment)
+            self.bar.update(self.num_timesteps - self.bar.n)
+        return True
+
+    def _announce(self, step: int, game: str, task: int, segment: int) -> None:
+        kind = "start" if self.playing is None else "switch"
+        new = " (new)" if task not in self.tasks_seen else ""
+        self.tasks_seen.add(task)
+        self.playing = (game, task)
+        tqdm.write(f"[step {step}] {kind}: game {game} (segment {segment + 1}/{len(self.sequence)}), task {task}{new}")
+        if self.bar is not None:
+            self._set_postfix(game, task, segment)
+
+    def _set_postfix(self, game: str | None, task: int, segment: int) -> None:
+        assert self.bar is not None, "postfix without a bar"
+        tail = self.scores.get(game or "", [])[-self.recent :]
+        score = f"{sum(tail) / len(tail):.1f}" if tail else "–"
+        self.bar.set_postfix_str(f"{game} seg {segment + 1}/{len(self.sequence)} task {task} score {score}")
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -22,6 +23,7 @@ from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback
 from agents.run.callbacks import (
     ContinualLoggingCallback,
     GracefulStopCallback,
+    LiveOutputCallback,
     SegmentCheckpointCallback,
     StopAtStepCallback,
     StopRequest,
@@ -55,6 +57,13 @@ class RunResult:
     seconds: float
     interrupted: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM), if any
     last_checkpoint: Path | None = None
+    start_step: int = 0  # agent steps already done when this process started (a resumed run's checkpoint step)
+    finished_before: bool = False  # resumed a run that had already finished: nothing was trained or written
+
+    @property
+    def steps_per_second(self) -> float:
+        """Agent steps per second of this process (evaluations and checkpoints included)."""
+        return (self.model.num_timesteps - self.start_step) / self.seconds if self.seconds > 0 else 0.0
 
 
 def new_run_dir(config: Config, root: Path = Path("runs")) -> Path:
@@ -66,6 +75,12 @@ def new_run_dir(config: Config, root: Path = Path("runs")) -> Path:
         n += 1
         path = base.with_name(f"{base.name}_{n}")
     return path
+
+
+def apply_threads(threads: int) -> None:
+    """Set torch's intra-op CPU threads (``run.threads``; 0 leaves torch's default, one per core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -161,8 +176,13 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
         raise CheckpointError(f"checkpoint {newest} cannot be loaded ({type(err).__name__}: {err})") from err
     if model.rng_state is not None:
         restore_rng_state(model.rng_state, model.action_space)
-    stream.seek(model.num_timesteps)
-    return _learn(config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks)
+    step, total = model.num_timesteps, sequence.total_steps
+    if step >= total:
+        stream.close()
+        print(f"run already finished: {newest} is at agent step {step} of {total}; nothing to do", flush=True)
+        return RunResult(run_dir, model, {}, 0.0, last_checkpoint=newest, start_step=step, finished_before=True)
+    stream.seek(step)
+    return _learn(config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks, resumed_from=newest)
 
 
 # Settings that fix the shapes of the network, the observations or the saved state: a checkpoint cannot take others.
@@ -195,7 +215,10 @@ def _learn(
     run_dir: Path,
     first_time: bool,
     callbacks: Sequence[BaseCallback] = (),
+    resumed_from: Path | None = None,
 ) -> RunResult:
+    apply_threads(config.run.threads)
+    start_step = model.num_timesteps
     logger = configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"])
     model.set_logger(logger)
     if first_time:
@@ -227,11 +250,11 @@ def _learn(
                     *evaluation,
                     StopAtStepCallback(sequence.total_steps),
                     graceful,
+                    LiveOutputCallback(sequence, bar=config.run.progress_bar, resumed_from=resumed_from),
                     *callbacks,
                 ],
                 log_interval=1,
                 reset_num_timesteps=first_time,
-                progress_bar=config.run.progress_bar,
             )
     finally:
         for signum, handler in previous_handlers.items():
@@ -239,8 +262,9 @@ def _learn(
         logger.close()  # flushes TensorBoard
         stream.close()
     interrupted = stop.signal_name if graceful.stopped_at is not None else None
+    seconds = time.perf_counter() - start
     return RunResult(
-        run_dir, model, logging_cb.last_scores, time.perf_counter() - start, interrupted, checkpoint_cb.last_saved
+        run_dir, model, logging_cb.last_scores, seconds, interrupted, checkpoint_cb.last_saved, start_step=start_step
     )
 
 
@@ -282,4 +306,13 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-__all__ = ["CheckpointError", "ConfigError", "RunDirError", "RunResult", "new_run_dir", "resume", "train"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "RunDirError",
+    "RunResult",
+    "apply_threads",
+    "new_run_dir",
+    "resume",
+    "train",
+]
