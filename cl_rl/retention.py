@@ -5,6 +5,8 @@ The retention matrix ``R`` has one row per training segment and one column per g
 game may be trained in several segments). Scores are usually human-normalised (HNS: random play 0, human 1), so the
 games can be averaged. A missing evaluation is NaN and is skipped where a metric can do without it.
 
+- reference-normalised score: (score − random) / (single-task reference − random), 0 for random play and 1 for an
+  agent trained on that game alone for as long;
 - total clipped HNS: Σ_j clip(HNS_j, 0, 1), the EWC paper's summary (Kirkpatrick et al. 2017, Fig. 4B): 0 for random
   play on every game, the number of games for human level on all of them;
 - forgetting of game j: its best score right after one of its own segments minus its score at the end
@@ -39,6 +41,23 @@ def _check(matrix: np.ndarray, trained: Sequence[int]) -> tuple[np.ndarray, list
     if any(not 0 <= j < matrix.shape[1] for j in trained):
         raise ValueError(f"trained holds column indices in [0, {matrix.shape[1]}), got {trained}")
     return matrix, trained
+
+
+def normalize(scores: np.ndarray, random: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(score − random) / (reference − random) per game (last axis): 0 random play, 1 the single-task reference.
+
+    DQN's human-normalised score (Mnih et al. 2015) with a single-task agent in place of the human, as continual-RL
+    comparisons against single-task references do (Wolczyk et al. 2021). A game whose reference is not above random
+    has no scale: its column is NaN.
+    """
+    scores = np.asarray(scores, dtype=float)
+    random, reference = np.asarray(random, dtype=float), np.asarray(reference, dtype=float)
+    if random.shape != scores.shape[-1:] or reference.shape != scores.shape[-1:]:
+        raise ValueError(
+            f"random {random.shape} and reference {reference.shape} need one value per game ({scores.shape[-1]})"
+        )
+    scale = reference - random
+    return np.where(scale > 0, (scores - random) / np.where(scale > 0, scale, 1.0), np.nan)
 
 
 def total_clipped(hns: np.ndarray) -> np.ndarray | float:

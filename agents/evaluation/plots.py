@@ -29,19 +29,35 @@ def _shade_segments(ax: Axes, sequence: GameSequence, game: str | None) -> None:
 
 
 def score_curves(
-    steps: Sequence[int], scores: np.ndarray, games: Sequence[str], sequence: GameSequence, random: Sequence[float]
+    steps: Sequence[int],
+    scores: np.ndarray,
+    games: Sequence[str],
+    sequence: GameSequence,
+    random: Sequence[float],
+    spread: tuple[np.ndarray, np.ndarray] | None = None,
+    reference: Sequence[float] | None = None,
+    title: str = "Score on every game over the run",
 ) -> Figure:
-    """One panel per game: raw score against agent steps, its training segments shaded, random play dashed."""
+    """One panel per game: raw score against agent steps, its training segments shaded, switches dotted, random play
+    dashed; optionally a band (``spread``: low and high, e.g. over seeds) and a single-task ``reference`` line."""
     fig = Figure(figsize=(7, 1.6 * len(games) + 0.8))
     axes = fig.subplots(len(games), 1, sharex=True, squeeze=False)
     for j, (ax, game) in enumerate(zip(axes[:, 0], games, strict=True)):
         _shade_segments(ax, sequence, game)
+        for end in sequence.ends[:-1]:
+            ax.axvline(end, color="grey", ls=":", lw=0.6)
+        if spread is not None:
+            ax.fill_between(steps, spread[0][:, j], spread[1][:, j], color="tab:blue", alpha=0.25, lw=0)
         ax.plot(steps, scores[:, j], marker="o", ms=3, color="tab:blue")
         ax.axhline(random[j], color="grey", ls="--", lw=0.8)
+        if reference is not None:
+            ax.axhline(reference[j], color="tab:green", ls="-.", lw=0.8)
         ax.set_ylabel(game, rotation=0, ha="right", va="center")
         ax.set_xlim(0, sequence.total_steps)
-    axes[-1, 0].set_xlabel("agent steps (shaded: the game is being trained; dashed: random play)")
-    fig.suptitle("Score on every game over the run")
+    legend = "shaded: the game is being trained; dotted: switches; dashed: random play"
+    legend += "; dash-dot: single-task reference" if reference is not None else ""
+    axes[-1, 0].set_xlabel(f"agent steps\n({legend})", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -61,13 +77,19 @@ def total_clipped_curve(steps: Sequence[int], total: np.ndarray, n_games: int, s
     return fig
 
 
-def retention_heatmap(matrix: np.ndarray, games: Sequence[str], sequence: GameSequence) -> Figure:
-    """R[i, j] (HNS on game j after segment i) as a heatmap, each cell labelled with its value."""
+def retention_heatmap(
+    matrix: np.ndarray,
+    games: Sequence[str],
+    sequence: GameSequence,
+    label: str = "human-normalised score",
+    title: str = "Retention matrix",
+) -> Figure:
+    """R[i, j] (score on game j after segment i, normalised as ``label`` says) as a heatmap, cells labelled."""
     rows = [f"{i}: {segment.game}" for i, segment in enumerate(sequence.segments)]
     fig = Figure(figsize=(1.2 * len(games) + 2.5, 0.45 * len(rows) + 1.5))
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="viridis", aspect="auto")
-    fig.colorbar(image, ax=ax, label="human-normalised score")
+    fig.colorbar(image, ax=ax, label=label)
     ax.set_xticks(range(len(games)), games, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("evaluated game")
@@ -75,9 +97,9 @@ def retention_heatmap(matrix: np.ndarray, games: Sequence[str], sequence: GameSe
     finite = matrix[np.isfinite(matrix)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for (i, j), value in np.ndenumerate(matrix):
-        colour = "black" if np.isfinite(value) and value > middle else "white"
+        colour = "white" if np.isfinite(value) and value <= middle else "black"
         ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", color=colour, fontsize=8)
-    ax.set_title("Retention matrix")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,656 @@
+"""The retention table (issue 14): every method × seed trained on one preset, plus single-task references.
+
+``plan_runs`` turns a preset (a YAML config whose sequence revisits its games) into runs: each method × seed as an
+ordinary continual run, and each game of the sequence alone for as many agent steps as it gets in the whole sequence
+(fine-tuning, true task id: the single-task reference). ``run_all`` trains them in parallel worker processes with
+``agents.run.training`` (finished runs are reused, interrupted ones resumed; Ctrl-C stops every run at a checkpoint).
+``build_table`` reads the scores back, normalises them by the references and aggregates each method's seeds;
+``write_table`` writes the table and figures. Layout of ``OUT``:
+
+    runs/<method>__seed<k>/               a run of scripts/train.py (config.yaml, checkpoints/, tb/), and
+                                          table_run.json: finished or not, training seconds, updates
+    runs/reference__<game>__seed<k>/      the single-task reference of <game>
+    logs/<run>.log                        the run's stdout and stderr
+    table.md, table.csv, table.json       the table (per method: IQM and 95 % CI of each metric, cost)
+    runs.csv, references.csv              one row per run; the references against random play
+    <method>_scores.png                   every game's score over training, switches marked (EWC paper, Fig. 3)
+    <method>_retention.png                the normalised retention matrix, mean over seeds
+
+Scores are read back from the runs' TensorBoard files: the ``eval/<game>/score`` scalars that
+``PeriodicEvaluationCallback`` logs at every segment end (and every ``eval.every`` steps). That costs nothing and gives
+the same numbers as evaluating the segment-end checkpoints with ``retention_eval`` (same settings, same seeds), which
+would replay every game at every segment end once more. A segment end whose scalars are missing (a run killed
+between its last checkpoint and its evaluation) is evaluated from its checkpoint (``evaluate_checkpoint``, cached).
+
+Metrics (``cl_rl.retention``) are taken on reference-normalised scores, (score − random) / (reference − random), with
+random play from ``envs.scores.random_score`` and the reference the mean end score of the single-task runs: the final
+score on every game, forgetting (best score after one of the game's own segments minus the end score), backward
+transfer (GEM), forward transfer (GEM's zero-shot score before the game's first segment, random = 0) and forward
+transfer against the reference (score after the first segment minus 1, Continual World). Each is aggregated over
+seeds × games as rliable does: IQM with a stratified-bootstrap 95 % interval (Agarwal et al. 2021).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.evaluation import plots
+from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, _plain, _write_csv, evaluate_checkpoint
+from agents.run.checkpoints import CheckpointError, checkpoint_path
+from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config
+from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR, RunDirError, _flatten, resume, train
+from cl_rl.methods import NONE, REGISTRY, parse_method_names
+from cl_rl.retention import (
+    Interval,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+    normalize,
+    reference_transfer,
+    stratified_bootstrap,
+)
+from envs.scores import random_score
+from envs.sequence import GameSequence, Segment
+
+FINETUNE = "finetune"
+REFERENCE = "reference"
+MARKER = "table_run.json"
+METRICS = {  # key: (column title, what it is)
+    "final": ("final score", "normalised score on every game at the end"),
+    "forgetting": ("forgetting ↓", "best normalised score after one of the game's own segments minus the end score"),
+    "backward_transfer": ("backward transfer", "end score minus score after the game's last segment (GEM)"),
+    "forward_transfer": ("forward transfer", "zero-shot score just before the game's first segment (random: 0)"),
+    "forward_transfer_reference": ("FWT vs reference", "score after the game's first segment minus 1 (reference)"),
+}
+
+
+class TableError(ValueError):
+    """Input the table cannot be built from (unknown method, unusable preset, stale run directory); names the fix."""
+
+
+class TableInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM stopped the runs; each left a checkpoint, and the same command resumes them."""
+
+
+class RunsFailed(RuntimeError):
+    """Some runs raised an error; the message names them and their logs."""
+
+
+class _Cancelled(Exception):
+    """A stop signal reached a worker before its run started learning (nothing to checkpoint yet)."""
+
+
+# --- methods ------------------------------------------------------------------------------------------------------
+def known_methods() -> tuple[str, ...]:
+    """Every method of the project, fine-tuning first: the names of the method registry (``cl_rl.methods``)."""
+    return (FINETUNE, *REGISTRY)
+
+
+def method_overrides(name: str) -> list[str]:
+    """The config overrides that select method ``name`` (``finetune``: no method; ``a+b``: both, as in a config)."""
+    if name == FINETUNE:
+        return [f"method.name={NONE}"]
+    try:
+        parse_method_names(name)
+    except ValueError as err:
+        raise TableError(f"{err}; or {FINETUNE} (no method)") from None
+    return [f"method.name={name}"]
+
+
+# --- planning -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the table: a method's seed on the whole sequence, or a game's single-task reference."""
+
+    name: str  # directory name under OUT/runs
+    method: str  # a method, or REFERENCE
+    seed: int
+    config: Config
+    game: str | None = None  # the reference's game
+
+
+def scaled_sequence(sequence: GameSequence, scale: float) -> GameSequence:
+    """The same games with every segment ``scale`` times as long (at least one agent step)."""
+    if scale <= 0:
+        raise TableError(f"--steps-scale must be > 0, got {scale}")
+    return GameSequence(tuple(Segment(s.game, max(1, round(s.steps * scale))) for s in sequence.segments))
+
+
+def steps_per_game(sequence: GameSequence) -> dict[str, int]:
+    """Agent steps each game gets over the whole sequence: the length of its single-task reference."""
+    totals = dict.fromkeys(sequence.games, 0)
+    for segment in sequence.segments:
+        totals[segment.game] += segment.steps
+    return totals
+
+
+def preset_notes(sequence: GameSequence) -> list[str]:
+    """What keeps a sequence from being a retention preset (three or more games, each visited at least twice)."""
+    visits = {game: sum(s.game == game for s in sequence.segments) for game in sequence.games}
+    notes = []
+    if len(visits) < 3:
+        notes.append(f"the sequence has {len(visits)} game(s); a retention preset has three or more")
+    once = [game for game, n in visits.items() if n < 2]
+    if once:
+        notes.append(f"visited only once: {', '.join(once)} (a retention preset revisits every game)")
+    return notes
+
+
+def plan_runs(
+    preset: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    task_source: str = "fmn",
+    steps_scale: float = 1.0,
+    overrides: Sequence[str] = (),
+) -> tuple[GameSequence, list[RunSpec]]:
+    """The sequence and every run of the table: methods × seeds, then each game's reference × seeds."""
+    if task_source not in ("fmn", "oracle"):
+        raise TableError(f"--task-source must be fmn or oracle, got {task_source!r}")
+    if not methods or not seeds:
+        raise TableError("give at least one method and one seed")
+    sequence = scaled_sequence(load_config(preset, list(overrides)).sequence.build(), steps_scale)
+    specs = []
+    for method in methods:
+        chosen = method_overrides(method)
+        for seed in seeds:
+            config = _config(preset, [*overrides, *chosen, f"task.source={task_source}"], method, seed)
+            specs.append(RunSpec(f"{method}__seed{seed}", method, seed, _with_sequence(config, sequence)))
+    for game, steps in steps_per_game(sequence).items():
+        alone = GameSequence((Segment(game, steps),))
+        for seed in seeds:  # one game is one task: its true id; no method protects anything
+            name = f"{REFERENCE}__{_safe(game)}"
+            config = _config(preset, [*overrides, *method_overrides(FINETUNE), "task.source=oracle"], name, seed)
+            specs.append(RunSpec(f"{name}__seed{seed}", REFERENCE, seed, _with_sequence(config, alone), game))
+    return sequence, specs
+
+
+def _config(preset: Path, overrides: list[str], name: str, seed: int) -> Config:
+    return load_config(preset, [*overrides, f"run.name={name}", f"run.seed={seed}", "run.progress_bar=false"])
+
+
+def _with_sequence(config: Config, sequence: GameSequence) -> Config:
+    return dataclasses.replace(config, sequence=SequenceConfig(segments=sequence.to_list()))
+
+
+def _safe(game: str) -> str:
+    return game.replace("/", "-")
+
+
+# --- running ------------------------------------------------------------------------------------------------------
+def run_dir_of(out: Path, spec: RunSpec) -> Path:
+    return out / "runs" / spec.name
+
+
+def run_state(run_dir: Path, config: Config) -> str:
+    """``finished``, ``partial`` (resumable or restartable) or ``new``; ``TableError`` if it holds another config."""
+    saved = run_dir / CONFIG_NAME
+    if not saved.is_file():
+        return "new"
+    try:
+        old = load_config(saved).to_dict()
+    except ConfigError as err:
+        raise TableError(f"{saved} cannot be read ({err}); delete {run_dir} or choose another --out") from err
+    if old != config.to_dict():
+        new, before = _flatten(config.to_dict()), _flatten(old)
+        changed = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k))
+        raise TableError(
+            f"{run_dir} was trained with another config (differs in {', '.join(changed[:5]) or 'its keys'}); "
+            "choose another --out, or delete that run directory to train it again"
+        )
+    marker = run_dir / MARKER
+    return "finished" if marker.is_file() and json.loads(marker.read_text())["finished"] else "partial"
+
+
+def run_all(
+    specs: Sequence[RunSpec], out: Path, jobs: int, threads: int = 1, log: Callable[[str], None] = print
+) -> None:
+    """Train every run not finished yet in ``jobs`` worker processes (spawned), ``threads`` torch threads each.
+
+    Ctrl-C or SIGTERM stops every running run at a checkpoint and raises ``TableInterrupted``.
+    """
+    todo = []
+    for spec in specs:
+        state = run_state(run_dir_of(out, spec), spec.config)
+        if state == "finished":
+            log(f"reused   {spec.name} (finished run)")
+        else:
+            todo.append(spec)
+            log(f"{'resume' if state == 'partial' else 'train'}    {spec.name}")
+    if not todo:
+        return
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    failed, stopped = [], []
+    context = multiprocessing.get_context("spawn")
+    with (
+        _sigterm_as_interrupt(),
+        ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_init_worker, initargs=(threads,)) as pool,
+    ):
+        futures = {
+            pool.submit(_train_or_resume, s.config.to_dict(), run_dir_of(out, s), out / "logs" / f"{s.name}.log"): s
+            for s in todo
+        }
+        try:
+            for k, future in enumerate(as_completed(futures), 1):
+                spec = futures[future]
+                try:
+                    info = future.result()
+                except _Cancelled:
+                    stopped.append(spec.name)
+                    continue
+                except Exception as err:  # a bug or a broken run: the others go on; the log says more
+                    failed.append(f"{spec.name} ({type(err).__name__}: {err}; log: {out / 'logs' / spec.name}.log)")
+                    log(f"[{k}/{len(todo)}] FAILED   {spec.name}: {type(err).__name__}: {err}")
+                    continue
+                if not info["finished"]:
+                    stopped.append(spec.name)
+                log(
+                    f"[{k}/{len(todo)}] {'finished' if info['finished'] else 'stopped '} {spec.name}: "
+                    f"{info['steps']} agent steps, {info['seconds'] / 60:.1f} min of training"
+                )
+        except KeyboardInterrupt:
+            log("stopping: every running run writes a checkpoint (a second Ctrl-C stops at once) ...")
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)  # workers outside the terminal's process group stop too
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise TableInterrupted(
+                "interrupted: the runs stopped at a checkpoint; the same command resumes them"
+            ) from None
+    if failed:
+        raise RunsFailed("runs failed: " + "; ".join(failed))
+    if stopped:
+        raise TableInterrupted(f"stopped before the end: {', '.join(stopped)}; the same command resumes them")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """In the main thread, SIGTERM stops the table as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_IN_TASK = False
+
+
+def _init_worker(threads: int) -> None:
+    """A worker's set-up: its torch threads, and stop signals that end a run before it learns (else ignored)."""
+    torch.set_num_threads(threads)
+
+    def handle(signum: int, frame: Any) -> None:
+        if _IN_TASK:  # while learning, training's own handler is in place and stops at a checkpoint instead
+            raise _Cancelled(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
+
+
+def _train_or_resume(data: dict[str, Any], path: Path, log_path: Path) -> dict[str, Any]:
+    """Run in a worker: resume the run from its newest checkpoint, or train it from the start; write its marker.
+
+    The config travels as plain data (``Config.to_dict``): its method section is a dataclass built at run time.
+    """
+    global _IN_TASK
+    config, marker = config_from_dict(data), path / MARKER
+    earlier = json.loads(marker.read_text())["seconds"] if marker.is_file() else 0.0
+    _IN_TASK = True
+    try:
+        with _output_to(log_path):
+            try:
+                print(f"resuming {path}", flush=True)
+                result = resume(path)
+            except (CheckpointError, RunDirError) as err:  # no valid checkpoint (or no config.yaml) yet: start again
+                print(f"training {path} from the start ({err})", flush=True)
+                result = train(config, path, overwrite=True)
+    finally:
+        _IN_TASK = False
+    info = {
+        "finished": result.interrupted is None and result.model.num_timesteps >= config.sequence.build().total_steps,
+        "interrupted": result.interrupted,
+        "steps": int(result.model.num_timesteps),
+        "updates": int(result.model._n_updates),
+        "seconds": earlier + result.seconds,
+    }
+    marker.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``, appending."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("a") as f:
+        os.dup2(f.fileno(), 1), os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+# --- reading scores -----------------------------------------------------------------------------------------------
+@dataclass
+class RunScores:
+    """Raw score of every game (columns) at every evaluation of one run (rows), and what the run cost."""
+
+    name: str
+    sequence: GameSequence
+    steps: list[int]
+    scores: np.ndarray
+    seconds: float
+    updates: int
+
+    @property
+    def games(self) -> list[str]:
+        return list(self.sequence.games)
+
+    @property
+    def trained(self) -> list[int]:
+        return [self.games.index(s.game) for s in self.sequence.segments]
+
+    def retention(self) -> np.ndarray:
+        """R[i, j]: raw score on game j right after segment i."""
+        return self.scores[[self.steps.index(end) for end in self.sequence.ends]]
+
+
+def read_run(run_dir: Path) -> RunScores:
+    """The scores a finished run logged under ``eval/`` (missing segment ends evaluated from their checkpoints)."""
+    config = load_config(run_dir / CONFIG_NAME)
+    sequence = config.sequence.build()
+    games = list(sequence.games)
+    logged = logged_scores(run_dir / TENSORBOARD_DIR, games)
+    e = config.eval
+    for end in sequence.ends:
+        if end not in logged:
+            checkpoint = checkpoint_path(run_dir / CHECKPOINT_DIR, end)
+            if not checkpoint.is_file():
+                raise TableError(f"{run_dir} has neither a score nor a checkpoint at segment end {end}; train it again")
+            cache = run_dir / EVAL_DIR / "cache" / f"step_{end:010d}.json"
+            settings = EvalSettings(e.episodes, e.epsilon, e.task_source, e.seed)
+            logged[end] = [r.score for r in evaluate_checkpoint(checkpoint, config, settings, cache)]
+    marker = json.loads((run_dir / MARKER).read_text()) if (run_dir / MARKER).is_file() else {}
+    steps = sorted(logged)
+    return RunScores(
+        run_dir.name,
+        sequence,
+        steps,
+        np.array([logged[s] for s in steps], dtype=float),
+        float(marker.get("seconds", math.nan)),
+        int(marker.get("updates", 0)),
+    )
+
+
+def logged_scores(tb_dir: Path, games: Sequence[str]) -> dict[int, list[float]]:
+    """Step → score of every game, from the ``eval/<game>/score`` scalars (a step logged twice: the later value)."""
+    accumulator = EventAccumulator(
+        str(tb_dir), size_guidance={"scalars": 0, "tensors": 1, "images": 1, "histograms": 1, "audio": 1}
+    )
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    by_game: list[dict[int, float]] = []
+    for game in games:
+        tag = f"eval/{game}/score"
+        events = sorted(accumulator.Scalars(tag), key=lambda e: e.wall_time) if tag in tags else []
+        by_game.append({e.step: e.value for e in events})
+    common = set.intersection(*(set(d) for d in by_game)) if by_game else set()
+    return {step: [d[step] for d in by_game] for step in sorted(common)}
+
+
+# --- the table ----------------------------------------------------------------------------------------------------
+def run_metrics(normalised: np.ndarray, trained: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per game, each metric of ``METRICS`` on a reference-normalised retention matrix (NaN where undefined)."""
+    n_games = normalised.shape[1]
+    return {
+        "final": normalised[-1],
+        "forgetting": forgetting(normalised, trained),
+        "backward_transfer": backward_transfer(normalised, trained)[1],
+        "forward_transfer": forward_transfer(normalised, trained, np.zeros(n_games))[1],
+        "forward_transfer_reference": reference_transfer(normalised, trained, np.ones(n_games))[1],
+    }
+
+
+def aggregate(values: np.ndarray, reps: int = 50_000, seed: int = 0) -> Interval | None:
+    """IQM over seeds × games with a stratified-bootstrap 95 % CI; games undefined in a seed are left out."""
+    values = np.asarray(values, dtype=float)
+    kept = values[:, ~np.isnan(values).any(axis=0)]
+    return stratified_bootstrap(kept, reps=reps, seed=seed) if kept.size else None
+
+
+@dataclass
+class MethodRow:
+    method: str
+    runs: list[RunScores]
+    normalised: list[np.ndarray]  # each run's normalised retention matrix
+    per_game: dict[str, np.ndarray]  # metric -> seeds × games
+    intervals: dict[str, Interval | None]
+
+    @property
+    def seconds(self) -> float:
+        return float(np.mean([r.seconds for r in self.runs]))
+
+    @property
+    def ms_per_update(self) -> float:
+        updates = sum(r.updates for r in self.runs)
+        return 1000 * sum(r.seconds for r in self.runs) / updates if updates else math.nan
+
+
+@dataclass
+class Table:
+    sequence: GameSequence
+    random: dict[str, float]
+    reference: dict[str, list[float]]  # game -> end score of each reference seed
+    reference_runs: list[RunScores]
+    rows: list[MethodRow]
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def games(self) -> list[str]:
+        return list(self.sequence.games)
+
+    def reference_mean(self) -> np.ndarray:
+        return np.array([np.mean(self.reference[game]) for game in self.games])
+
+
+def build_table(
+    out: Path, sequence: GameSequence, specs: Sequence[RunSpec], reps: int = 50_000, settings: dict | None = None
+) -> Table:
+    """Read every run of ``specs`` back from ``out`` and compute each method's metrics."""
+    games = list(sequence.games)
+    random = {game: random_score(game) for game in games}
+    reference: dict[str, list[float]] = {game: [] for game in games}
+    reference_runs = []
+    for spec in specs:
+        if spec.method == REFERENCE:
+            run = read_run(run_dir_of(out, spec))
+            reference[str(spec.game)].append(float(run.scores[-1, 0]))
+            reference_runs.append(run)
+    table = Table(sequence, random, reference, reference_runs, [], dict(settings or {}), preset_notes(sequence))
+    low = [g for g, ref in zip(games, table.reference_mean(), strict=True) if not ref > random[g]]
+    if low:
+        table.notes.append(f"single-task reference not above random on {', '.join(low)}: normalised scores undefined")
+    random_row = np.array([random[g] for g in games])
+    for method in dict.fromkeys(s.method for s in specs if s.method != REFERENCE):
+        runs = [read_run(run_dir_of(out, s)) for s in specs if s.method == method]
+        normalised = [normalize(run.retention(), random_row, table.reference_mean()) for run in runs]
+        metrics = [run_metrics(n, runs[0].trained) for n in normalised]
+        per_game = {key: np.array([m[key] for m in metrics]) for key in METRICS}
+        intervals = {key: aggregate(values, reps) for key, values in per_game.items()}
+        table.rows.append(MethodRow(method, runs, normalised, per_game, intervals))
+    return table
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+def write_table(table: Table, out: Path) -> list[Path]:
+    """table.md/csv/json, runs.csv, references.csv and two PNGs per method in ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "table.md", out / "table.csv", out / "table.json", out / "runs.csv", out / "references.csv"]
+    (out / "table.md").write_text(format_markdown(table))
+    _write_csv(
+        out / "table.csv",
+        ["method", "seeds", *(f"{k}_{p}" for k in METRICS for p in ("iqm", "low", "high")), "run_s", "ms_per_update"],
+        [
+            [row.method, len(row.runs), *_interval_cells(row), round(row.seconds, 1), round(row.ms_per_update, 3)]
+            for row in table.rows
+        ],
+    )
+    _write_csv(
+        out / "runs.csv",
+        ["method", "run", *(f"{k}_mean" for k in METRICS), "run_s", "updates"],
+        [
+            [row.method, run.name, *(_nanmean(row.per_game[k][i]) for k in METRICS), round(run.seconds, 1), run.updates]
+            for row in table.rows
+            for i, run in enumerate(row.runs)
+        ],
+    )
+    _write_csv(
+        out / "references.csv",
+        ["game", "steps", "random", "reference_mean", "reference_seeds", "above_random"],
+        [
+            [game, steps, table.random[game], ref, ";".join(f"{v:g}" for v in table.reference[game]), ref > rnd]
+            for (game, steps), ref, rnd in zip(
+                steps_per_game(table.sequence).items(), table.reference_mean(), table.random.values(), strict=True
+            )
+        ],
+    )
+    (out / "table.json").write_text(json.dumps(_plain(_as_json(table)), indent=2) + "\n")
+    for row in table.rows:
+        written += _figures(table, row, out)
+    return written
+
+
+def format_markdown(table: Table) -> str:
+    """The table as Markdown: methods with IQM [95 % CI] of each metric and cost; references against random."""
+    s = table.settings
+    lines = [
+        "# Retention table",
+        "",
+        f"Preset `{s.get('preset', '?')}`, task ids: {s.get('task_source', '?')}, seeds: {s.get('seeds', '?')}. "
+        "Sequence: " + " → ".join(f"{seg.game} ({seg.steps:,})" for seg in table.sequence.segments) + " agent steps.",
+        "",
+        "Scores normalised per game: 0 = random play, 1 = the single-task reference (the game trained alone for as "
+        "many steps as in the whole sequence). Each cell: IQM over seeds × games [stratified-bootstrap 95 % CI].",
+        "",
+        "| method | " + " | ".join(title for title, _ in METRICS.values()) + " | run time | time / update |",
+        "|---|" + "---|" * len(METRICS) + "---|---|",
+    ]
+    for row in table.rows:
+        cells = [_format_interval(row.intervals[k]) for k in METRICS]
+        cost = f"{row.seconds / 60:.1f} min | {row.ms_per_update:.1f} ms"
+        lines.append(f"| {row.method} | " + " | ".join(cells) + f" | {cost} |")
+    lines += ["", "Metrics: " + "; ".join(f"**{t}**: {d}" for t, d in METRICS.values()) + ".", ""]
+    lines += ["## Single-task references", "", "| game | agent steps | random | reference (mean of seeds) | seeds |"]
+    lines.append("|---|---|---|---|---|")
+    for (game, steps), ref in zip(steps_per_game(table.sequence).items(), table.reference_mean(), strict=True):
+        seeds = ", ".join(f"{v:.1f}" for v in table.reference[game])
+        lines.append(f"| {game} | {steps:,} | {table.random[game]:.1f} | {ref:.1f} | {seeds} |")
+    if table.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
+    if s.get("command"):
+        lines += ["", f"Command: `{s['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _figures(table: Table, row: MethodRow, out: Path) -> list[Path]:
+    steps = sorted(set.intersection(*(set(run.steps) for run in row.runs)))
+    scores = np.array([run.scores[[run.steps.index(s) for s in steps]] for run in row.runs])
+    random = [table.random[g] for g in table.games]
+    curves = plots.score_curves(
+        steps,
+        scores.mean(axis=0),
+        table.games,
+        table.sequence,
+        random,
+        spread=(scores.min(axis=0), scores.max(axis=0)),
+        reference=table.reference_mean().tolist(),
+        title=f"{row.method}: score on every game (mean of {len(row.runs)} seed(s), band: min–max)",
+    )
+    heatmap = plots.retention_heatmap(
+        np.mean(row.normalised, axis=0),  # NaN only where a game has no scale, in every seed alike
+        table.games,
+        table.sequence,
+        label="normalised score",
+        title=f"{row.method}: retention, 0 random, 1 reference\n(mean of {len(row.runs)} seed(s))",
+    )
+    paths = [out / f"{row.method}_scores.png", out / f"{row.method}_retention.png"]
+    plots.save(curves, paths[0])
+    plots.save(heatmap, paths[1])
+    return paths
+
+
+def _as_json(table: Table) -> dict[str, Any]:
+    return {
+        "settings": table.settings,
+        "sequence": table.sequence.to_list(),
+        "games": table.games,
+        "random": table.random,
+        "reference": {g: {"mean": float(np.mean(v)), "seeds": v} for g, v in table.reference.items()},
+        "notes": table.notes,
+        "metrics": {key: description for key, (_, description) in METRICS.items()},
+        "methods": {
+            row.method: {
+                **{k: dataclasses.asdict(i) if i else None for k, i in row.intervals.items()},
+                "run_seconds_mean": row.seconds,
+                "ms_per_update": row.ms_per_update,
+                "runs": [
+                    {
+                        "run": run.name,
+                        "seconds": run.seconds,
+                        "updates": run.updates,
+                        "retention_score": run.retention(),
+                        "retention_normalised": normalised,
+                        "per_game": {k: row.per_game[k][i] for k in METRICS},
+                    }
+                    for i, (run, normalised) in enumerate(zip(row.runs, row.normalised, strict=True))
+                ],
+            }
+            for row in table.rows
+        },
+    }
+
+
+def _interval_cells(row: MethodRow) -> list[float]:
+    cells: list[float] = []
+    for key in METRICS:
+        i = row.intervals[key]
+        cells += [i.value, i.low, i.high] if i else [math.nan] * 3
+    return cells
+
+
+def _format_interval(interval: Interval | None) -> str:
+    if interval is None:
+        return "–"
+    return f"{interval.value:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan

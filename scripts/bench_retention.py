@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""The retention table: every method × seed on a preset with revisits, plus single-task references, in parallel.
+
+python scripts/bench_retention.py PRESET [--methods finetune ewc ...] [--seeds 3] [--task-source fmn|oracle]
+    [--jobs N] [--threads 1] [--out DIR] [--steps-scale F] [--set key=value ...] [--reps 50000]
+
+Each method × seed trains as an ordinary run in OUT/runs/<method>__seed<k>/, and each game of the preset alone for
+as many agent steps as it gets in the whole sequence in OUT/runs/reference__<game>__seed<k>/ (fine-tuning, true
+task id). A re-run reuses finished runs and resumes interrupted ones; Ctrl-C stops every run at a checkpoint (exit
+130). Writes OUT/table.md (printed), table.csv/json, runs.csv, references.csv and per method <method>_scores.png and
+<method>_retention.png (agents/evaluation/retention_table.py). --steps-scale and --set shrink a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from agents.evaluation.retention_table import (
+    RunsFailed,
+    TableError,
+    TableInterrupted,
+    build_table,
+    known_methods,
+    plan_runs,
+    run_all,
+    write_table,
+)
+from agents.run.config import ConfigError
+from envs.games import UnknownGameError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", type=Path, help="YAML config whose sequence revisits its games")
+    parser.add_argument("--methods", nargs="+", default=list(known_methods()), help="default: every method")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every method and reference (3)")
+    parser.add_argument("--task-source", choices=["fmn", "oracle"], default="fmn", help="inferred (default) or true")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="parallel runs (cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (1)")
+    parser.add_argument("--out", type=Path, help="output directory (default: runs/retention/<preset>__<task-source>)")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every segment's length (smoke runs)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of each interval (50000)")
+    args = parser.parse_args(argv)
+    out = args.out or Path("runs") / "retention" / f"{args.preset.stem}__{args.task_source}"
+
+    try:
+        if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
+            raise TableError(
+                f"--seeds, --jobs and --threads must be >= 1, got {args.seeds}, {args.jobs}, {args.threads}"
+            )
+        sequence, specs = plan_runs(
+            args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set
+        )
+        print(f"{len(specs)} runs in {out} ({args.jobs} at a time, {args.threads} thread(s) each)")
+        run_all(specs, out, args.jobs, args.threads)
+        settings = {
+            "preset": str(args.preset),
+            "methods": args.methods,
+            "seeds": args.seeds,
+            "task_source": args.task_source,
+            "steps_scale": args.steps_scale,
+            "overrides": args.set,
+            "command": shlex.join(["python", "scripts/bench_retention.py", *(sys.argv[1:] if argv is None else argv)]),
+        }
+        table = build_table(out, sequence, specs, args.reps, settings)
+        written = write_table(table, out)
+    except (TableError, ConfigError, UnknownGameError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TableInterrupted as err:
+        print(f"\n{err}: python scripts/bench_retention.py {shlex.join(sys.argv[1:])}", file=sys.stderr)
+        return 130
+    except RunsFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print((out / "table.md").read_text())
+    print(f"written: {', '.join(str(p.relative_to(out)) for p in written)} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
