@@ -7,12 +7,15 @@ Only loggers and benchmarks use these (they know the true game); the agent never
   with n_ij the contingency table and a, b its row and column sums. ``TaskAgreement`` keeps the table online.
 - ``SwitchDetector`` times each true switch (the game changes) to the first change of the inferred id after it, and
   counts inferred changes that follow no true switch as spurious.
+- ``game_task_summary`` says how many tasks were created for how many games, and how many games were merged (their
+  steps went mostly to a task that is also another game's main task).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,6 +68,22 @@ class TaskAgreement:
 
     def ari(self) -> float:
         return ari_from_contingency(self.table()) if self.counts else 1.0
+
+
+class GameTaskSummary(NamedTuple):
+    games: int  # distinct true games
+    tasks: int  # distinct inferred tasks
+    merged_games: int  # games whose main task (the one most of their steps went to) is another game's main task too
+
+
+def game_task_summary(agreement: TaskAgreement) -> GameTaskSummary:
+    """Tasks created for how many games, and merged games, from the (game, task) contingency table."""
+    table = agreement.table()
+    if table.size == 0:
+        return GameTaskSummary(0, 0, 0)
+    main = table.argmax(axis=1)
+    shared = np.bincount(main, minlength=table.shape[1])[main] > 1
+    return GameTaskSummary(table.shape[0], table.shape[1], int(shared.sum()))
 
 
 class SwitchDetector:

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Task inference (flat forget-me-not) over a real ALE stream of games with revisits, scored against the true games.
+"""Task inference (forget-me-not, decided per episode) over real game streams, scored against the true games.
 
-    python scripts/bench_task_inference.py [--games Pong,Breakout,SpaceInvaders,Freeway,Seaquest] [--visits 3] \
-        [--steps 20000] [--seed 0] [fmn.key=value ...]
+    python scripts/bench_task_inference.py [--quick] [--long-steps 100000] [fmn.key=value ...]
 
-A random policy plays each game for ``--steps`` agent steps per visit, cycling through the games ``--visits`` times.
-The last line is ``ARI=<x> switches=<n> detected=<n> delay_p50=<steps> delay_max=<steps> spurious=<n> us_per_step=<x>``
-(``us_per_step``: task inference alone, per agent step).
+The full protocol (issue 18): the EWC paper's 19 Atari games visited 3 times in seeded orders (two seeds, fixed and
+mixed segment lengths, a sticky-biased policy) and twice under a uniform policy; MinAtar's five games visited 4 times
+under both policies; and a long stay of ``--long-steps`` agent steps in every game. ``--quick`` runs a small subset.
+Frames are recorded once and cached (agents/bench/inference_stream.py), so a re-run only replays them. Prints one
+line per stream, worst first, then the totals; exits 1 when a stream misses a target.
 """
 
 from __future__ import annotations
@@ -17,39 +18,46 @@ import sys
 
 import yaml
 
-from agents.bench.inference_stream import run_inference_stream
+from agents.bench.inference_stream import protocol, run_stream
 from cl_rl.task_inference import FMNSettings
-from envs.games import UnknownGameError, canonical_game
-from envs.sequence import GameSequence, Segment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="task-inference settings such as fmn.window=8 (see FMNSettings)")
-    parser.add_argument("--games", default="Pong,Breakout,SpaceInvaders,Freeway,Seaquest")
-    parser.add_argument("--visits", type=int, default=3, help="visits per game (2 revisits by default)")
-    parser.add_argument("--steps", type=int, default=20_000, help="agent steps per visit")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a small subset of the streams, for iterating")
+    parser.add_argument("--long-steps", type=int, default=100_000, help="agent steps of each long stay")
+    parser.add_argument("--only", default="", help="run only the streams whose name contains this text")
     args = parser.parse_args(argv)
     try:
-        games = [canonical_game(g.strip()) for g in args.games.split(",") if g.strip()]
-        if len(games) < 2 or args.visits < 1 or args.steps < 1:
-            raise ValueError("give at least 2 --games, --visits >= 1 and --steps >= 1")
+        if args.long_steps < 1:
+            raise ValueError(f"--long-steps must be >= 1, got {args.long_steps}")
         fmn = FMNSettings(**_parse_settings(args.settings))
-    except (ValueError, TypeError, UnknownGameError) as err:
+    except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    sequence = GameSequence(tuple(Segment(g, args.steps) for _ in range(args.visits) for g in games))
-    print(f"{len(sequence)} segments of {args.steps} agent steps: {' → '.join(s.game for s in sequence.segments)}")
-    print(f"settings: {dataclasses.asdict(fmn)}")
-    result = run_inference_stream(sequence, fmn, seed=args.seed, progress=True)
-    print(f"\n{'segment':>7} {'game':<14} {'inferred task':>13}")
-    for i, (segment, task) in enumerate(zip(sequence.segments, result.task_of_segment, strict=True)):
-        print(f"{i:>7} {segment.game:<14} {task:>13}")
-    print(f"tasks created: {result.n_tasks} for {len(games)} games; delays (agent steps): {result.delays}")
-    print(f"task inference {result.us_per_step:.1f} µs per agent step vs ALE step {result.env_us_per_step:.0f} µs")
-    print(result.line())
-    return 0
+    print(f"settings: {dataclasses.asdict(fmn)}", flush=True)
+    results = []
+    for spec in protocol(args.quick, args.long_steps):
+        if args.only in spec.name:
+            results.append(run_stream(spec.name, spec.visits, fmn, spec.policy, spec.seed))
+            print(results[-1].line(), flush=True)
+    if not results:
+        print(f"error: no stream's name contains {args.only!r}", file=sys.stderr)
+        return 2
+    print("\nper stream, worst first:")
+    for result in sorted(results, key=lambda r: r.badness()):
+        print(result.line())
+    steps = sum(r.steps for r in results)
+    cost = sum(r.us_per_step * r.steps for r in results) / steps
+    env = sum(r.env_us_per_step * r.steps for r in results) / steps
+    failed = sum(not r.passed for r in results)
+    print(
+        f"{len(results)} streams, {steps} agent steps, {failed} missing a target; worst ARI "
+        f"{min(r.ari for r in results):.4f}; task inference {cost:.1f} µs per agent step = {100 * cost / env:.2f}% "
+        f"of the emulator's {env:.0f} µs"
+    )
+    return 1 if failed else 0
 
 
 def _parse_settings(items: list[str]) -> dict:

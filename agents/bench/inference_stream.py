@@ -1,101 +1,325 @@
-"""Task inference over a real ALE stream played by a random policy: the measurement behind tests and benchmark.
+"""Task inference over real game streams, scored against the true games: the measurement behind tests and benchmark.
 
-The agent is irrelevant to how well frames identify games, so a random policy is enough and fast; the stream is the
-same ``SequenceEnv`` that training uses (a game switch ends the episode and the next reset starts the next game).
+How well frames identify games does not depend on the agent's learning, only on the screens it sees, so the streams
+are played by fixed policies: ``uniform`` (uniformly random actions) and ``sticky`` (not uniform: each episode draws
+its own action preferences from a Dirichlet(0.3) and repeats the previous action with probability 0.8, so it dwells
+in corners of the screen and reaches other phases than a uniform policy does).
+
+Emulating is what costs (ALE ~0.5 ms an agent step), so every game's frames are recorded once, in independent chunks
+of ``CHUNK`` agent steps (each starting with a reset), and cached as ``.npz`` under ``$CL_RL_FRAME_CACHE`` (default
+``/tmp/cl_rl_frames``). A stream is a list of visits (game, agent steps); each visit starts at an episode start (as
+``SequenceEnv``'s game switch does) and continues in that game's frames where its previous visit stopped, so a revisit
+sees new frames. Atari frames are the agent's newest preprocessed 84×84 frame; MinAtar frames are the 10×10 grid with
+its channels padded to 10, channel-first (the observation the agent sees).
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from cl_rl.task_inference import FlatFMN, FMNSettings
-from cl_rl.task_metrics import SwitchDetector, TaskAgreement
-from envs.atari import AtariSettings, make_atari_env
-from envs.sequence import GameSequence, SequenceEnv
+from cl_rl.task_metrics import SwitchDetector, TaskAgreement, game_task_summary
+
+CHUNK = 10_000  # agent steps per cached chunk
+MINATAR_CHANNELS = 10  # MinAtar observations are padded to this many channels (Seaquest has 10)
+POLICIES = ("uniform", "sticky")
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("CL_RL_FRAME_CACHE", "/tmp/cl_rl_frames"))
+
+
+def is_minatar(game: str) -> bool:
+    return game.startswith("MinAtar/")
+
+
+# --- recording ----------------------------------------------------------------------------------------------------
+class _Policy:
+    """Uniform or sticky-biased random actions (see the module docstring)."""
+
+    def __init__(self, kind: str, n_actions: int, rng: np.random.Generator) -> None:
+        if kind not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {kind!r}")
+        self.kind, self.n, self.rng = kind, n_actions, rng
+        self.prefs = np.full(n_actions, 1.0 / n_actions)
+        self.action = 0
+
+    def new_episode(self) -> None:
+        if self.kind == "sticky":
+            self.prefs = self.rng.dirichlet(np.full(self.n, 0.3))
+
+    def act(self) -> int:
+        if self.kind == "uniform" or self.rng.random() >= 0.8:
+            self.action = int(self.rng.choice(self.n, p=self.prefs))
+        return self.action
+
+
+def _record_atari(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    from envs.atari import AtariSettings, make_atari_env
+
+    env = make_atari_env(game, AtariSettings(frame_stack=1), seed=seed)
+    rng = np.random.default_rng(seed)
+    act = _Policy(policy, int(env.action_space.n), rng)
+    frames = np.empty((steps, 84, 84), np.uint8)
+    starts = np.zeros(steps, bool)
+    started = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    start = True
+    for t in range(steps):
+        frames[t], starts[t] = np.asarray(obs)[-1], start
+        if start:
+            act.new_episode()
+        obs, _, terminated, truncated, _ = env.step(act.act())
+        start = terminated or truncated
+        if start:
+            obs, _ = env.reset()
+    env_us = 1e6 * (time.perf_counter() - started) / steps
+    env.close()
+    return frames, starts, env_us
+
+
+def _record_minatar(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    import minatar
+
+    name = {"SpaceInvaders": "space_invaders"}.get(game.removeprefix("MinAtar/"), game.removeprefix("MinAtar/").lower())
+    env = minatar.Environment(name, sticky_action_prob=0.1, random_seed=seed)
+    act = _Policy(policy, env.num_actions(), np.random.default_rng(seed))
+    frames = np.zeros((steps, MINATAR_CHANNELS, 10, 10), np.uint8)
+    starts = np.zeros(steps, bool)
+    started = time.perf_counter()
+    env.reset()
+    start = True
+    for t in range(steps):
+        state = env.state()  # (10, 10, channels) bool
+        frames[t, : state.shape[2]] = np.moveaxis(state, 2, 0)
+        starts[t] = start
+        if start:
+            act.new_episode()
+        _, start = env.act(act.act())
+        if start:
+            env.reset()
+    env_us = 1e6 * (time.perf_counter() - started) / steps
+    return frames, starts, env_us
+
+
+def game_chunk(game: str, chunk: int, policy: str = "sticky", seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Frames, episode-start flags and emulator µs per agent step of chunk ``chunk`` of ``game`` (cached on disk)."""
+    path = cache_dir() / f"{game.replace('/', '_')}.{policy}.s{seed}.c{chunk}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return data["frames"], data["starts"], float(data["env_us"])
+    record = _record_minatar if is_minatar(game) else _record_atari
+    frames, starts, env_us = record(game, CHUNK, policy, 1000 * seed + chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, frames=frames, starts=starts, env_us=env_us)
+    tmp.replace(path)
+    return frames, starts, env_us
+
+
+def visit_frames(
+    visits: Sequence[tuple[str, int]], policy: str = "sticky", seed: int = 0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(game, frames, episode starts) of each visit; a revisit continues after the game's previous visit."""
+    cursor: dict[str, int] = {}
+    out = []
+    for game, steps in visits:
+        pos = cursor.get(game, 0)
+        parts, flags = [], []
+        while steps > 0:
+            frames, starts, _ = game_chunk(game, pos // CHUNK, policy, seed)
+            offset = pos % CHUNK
+            if not flags:  # a visit starts at an episode start, as a game switch does
+                later = np.flatnonzero(starts[offset:])
+                offset = offset + int(later[0]) if len(later) else CHUNK
+                if offset == CHUNK:
+                    pos += CHUNK - pos % CHUNK
+                    continue
+            take = min(steps, CHUNK - offset)
+            parts.append(frames[offset : offset + take])
+            flags.append(starts[offset : offset + take])
+            steps -= take
+            pos = (pos // CHUNK) * CHUNK + offset + take
+        cursor[game] = pos
+        out.append((game, np.concatenate(parts), np.concatenate(flags)))
+    return out
+
+
+# --- scoring ------------------------------------------------------------------------------------------------------
 @dataclass
 class StreamResult:
+    name: str
     ari: float
     switches: int
     detected: int
     delays: list[int]
     spurious: int
     n_tasks: int
+    n_games: int
+    merged: int  # games whose steps went mostly to a task that another game also had most of its steps in
+    wrong_revisits: int  # visits (after the first) that ended on another task than the game's first visit
     us_per_step: float  # task inference only
-    env_us_per_step: float  # ALE emulation and preprocessing, for comparison
-    task_of_segment: list[int] = field(default_factory=list)  # inferred task at each segment's last step
-
-    @property
-    def delay_p50(self) -> float:
-        return float(np.median(self.delays)) if self.delays else float("nan")
+    env_us_per_step: float  # emulation and preprocessing, for comparison
+    steps: int = 0
+    task_of_visit: list[int] = field(default_factory=list)  # inferred task at each visit's last step
 
     @property
     def delay_max(self) -> float:
-        return float(max(self.delays)) if self.delays else float("nan")
+        return float(max(self.delays)) if self.delays else 0.0
+
+    @property
+    def spurious_tasks(self) -> int:
+        return max(0, self.n_tasks - self.n_games)
+
+    @property
+    def cost_fraction(self) -> float:
+        return self.us_per_step / self.env_us_per_step
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.ari >= 0.99
+            and self.wrong_revisits == 0
+            and self.spurious_tasks == 0
+            and self.merged == 0
+            and self.spurious == 0
+            and self.detected == self.switches
+            and self.delay_max <= 100
+        )
+
+    def badness(self) -> tuple:
+        """Sort key: failing streams first, then the lowest ARI."""
+        return (self.passed, self.ari, -self.delay_max)
 
     def line(self) -> str:
         return (
-            f"ARI={self.ari:.4f} switches={self.switches} detected={self.detected} delay_p50={self.delay_p50:.0f} "
-            f"delay_max={self.delay_max:.0f} spurious={self.spurious} us_per_step={self.us_per_step:.1f}"
+            f"{'ok  ' if self.passed else 'FAIL'} {self.name:<30} ARI={self.ari:.4f} "
+            f"tasks={self.n_tasks}/{self.n_games} "
+            f"merged={self.merged} wrong_revisits={self.wrong_revisits} spurious_switches={self.spurious} "
+            f"detected={self.detected}/{self.switches} delay_max={self.delay_max:.0f} "
+            f"cost={self.us_per_step:.1f}us ({100 * self.cost_fraction:.1f}% of {self.env_us_per_step:.0f}us)"
         )
 
 
-def run_inference_stream(
-    sequence: GameSequence,
-    fmn: FMNSettings | None = None,
-    env_settings: AtariSettings | None = None,
+def run_stream(
+    name: str,
+    visits: Sequence[tuple[str, int]],
+    settings: FMNSettings | None = None,
+    policy: str = "sticky",
     seed: int = 0,
-    progress: bool = False,
+    inference: FlatFMN | None = None,
+    on_step: Callable[[int, FlatFMN], None] | None = None,
 ) -> StreamResult:
-    """Play ``sequence`` with uniformly random actions and infer the task of every observation."""
-    env = SequenceEnv(sequence, functools.partial(make_atari_env, settings=env_settings or AtariSettings()))
-    env.action_space.seed(seed)
-    inference = FlatFMN(fmn)
+    """Infer the task of every agent step of ``visits`` (cached frames) and score it against the true games."""
+    fmn = inference if inference is not None else FlatFMN(settings)
     agreement, detector = TaskAgreement(), SwitchDetector()
-    task_of_segment = []
-    infer_s = env_s = 0.0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sequence.total_steps, unit="step", mininterval=1.0)
-    try:
-        t = time.perf_counter()
-        obs, info = env.reset(seed=seed)
-        env_s += time.perf_counter() - t
-        for _ in range(sequence.total_steps):
+    task_of_visit, env_us, infer_s, steps = [], [], 0.0, 0
+    first_task: dict[str, int] = {}
+    wrong = 0
+    for game, frames, starts in visit_frames(visits, policy, seed):
+        env_us.append(game_chunk(game, 0, policy, seed)[2])
+        task = -1
+        for frame, start in zip(frames, starts, strict=True):
             t = time.perf_counter()
-            task = inference.observe(obs)
+            task = fmn.observe(frame, None, episode_start=bool(start))
             infer_s += time.perf_counter() - t
-            agreement.update(info["game"], task)
-            detector.update(info["game"], task)
-            t = time.perf_counter()
-            obs, _, terminated, truncated, info = env.step(env.action_space.sample())
-            if info.get("segment_end"):
-                task_of_segment.append(task)
-            if (terminated or truncated) and env.steps_done < sequence.total_steps:
-                obs, info = env.reset()
-            env_s += time.perf_counter() - t
-            if bar is not None:
-                bar.update()
-    finally:
-        env.close()
-        if bar is not None:
-            bar.close()
-    steps = sequence.total_steps
+            agreement.update(game, task)
+            detector.update(game, task)
+            if on_step is not None:
+                on_step(steps, fmn)
+            steps += 1
+        task_of_visit.append(task)
+        if game in first_task and first_task[game] != task:
+            wrong += 1
+        first_task.setdefault(game, task)
+    summary = game_task_summary(agreement)
     return StreamResult(
+        name=name,
         ari=agreement.ari(),
         switches=detector.switches,
         detected=detector.detected,
         delays=list(detector.delays),
         spurious=detector.spurious,
-        n_tasks=inference.n_tasks,
+        n_tasks=fmn.n_tasks,
+        n_games=summary.games,
+        merged=summary.merged_games,
+        wrong_revisits=wrong,
         us_per_step=1e6 * infer_s / steps,
-        env_us_per_step=1e6 * env_s / steps,
-        task_of_segment=task_of_segment,
+        env_us_per_step=float(np.mean(env_us)),
+        steps=steps,
+        task_of_visit=task_of_visit,
     )
+
+
+# --- the benchmark's protocol -------------------------------------------------------------------------------------
+# The EWC paper's pool of 19 Atari games (configs/ewc_paper.yaml) and MinAtar's five games.
+EWC_POOL = [
+    "CrazyClimber",
+    "Riverraid",
+    "Jamesbond",
+    "Breakout",
+    "Gopher",
+    "Kangaroo",
+    "KungFuMaster",
+    "FishingDerby",
+    "Enduro",
+    "Pong",
+    "StarGunner",
+    "DemonAttack",
+    "Boxing",
+    "Asterix",
+    "RoadRunner",
+    "Defender",
+    "Freeway",
+    "Krull",
+    "SpaceInvaders",
+]
+MINATAR_GAMES = [f"MinAtar/{g}" for g in ("Breakout", "Asterix", "Freeway", "Seaquest", "SpaceInvaders")]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    visits: tuple[tuple[str, int], ...]
+    policy: str = "sticky"
+    seed: int = 0  # seed of the recorded frames (the order and lengths are in ``visits``)
+
+
+def revisit_stream(games: Sequence[str], visits: int, steps: Sequence[int], seed: int) -> tuple[tuple[str, int], ...]:
+    """``visits`` rounds through ``games``, each round in a fresh seeded order with no game twice in a row; segment
+    lengths drawn from ``steps``."""
+    rng = np.random.default_rng(seed)
+    order: list[str] = []
+    for _ in range(visits):
+        round_ = list(rng.permutation(games))
+        if order and round_[0] == order[-1]:
+            round_.append(round_.pop(0))
+        order += round_
+    return tuple((g, int(rng.choice(steps))) for g in order)
+
+
+def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]:
+    """The streams of issue 18: the whole pool with revisits (several seeds, segment lengths and both policies),
+    long stays in every game, and MinAtar with revisits and long stays. ``quick``: a small subset for iterating."""
+    if quick:
+        return [
+            StreamSpec("pool19 x2 2k sticky s0", revisit_stream(EWC_POOL, 2, [2000], 0)),
+            StreamSpec("pool19 x2 1-3k uniform s1", revisit_stream(EWC_POOL, 2, [1000, 2000, 3000], 1), "uniform"),
+            StreamSpec("minatar x3 1-3k sticky s0", revisit_stream(MINATAR_GAMES, 3, [1000, 2000, 3000], 0)),
+            *(StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in ("Enduro", "Riverraid")),
+        ]
+    specs = [
+        StreamSpec("pool19 x3 5k sticky s0", revisit_stream(EWC_POOL, 3, [5000], 0)),
+        StreamSpec("pool19 x3 1-6k sticky s1", revisit_stream(EWC_POOL, 3, [1000, 2000, 4000, 6000], 1)),
+        StreamSpec("pool19 x2 3k uniform s2", revisit_stream(EWC_POOL, 2, [3000], 2), "uniform"),
+        StreamSpec("minatar x4 3k sticky s0", revisit_stream(MINATAR_GAMES, 4, [3000], 0)),
+        StreamSpec("minatar x4 1-6k uniform s1", revisit_stream(MINATAR_GAMES, 4, [1000, 3000, 6000], 1), "uniform"),
+    ]
+    specs += [StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in EWC_POOL + MINATAR_GAMES]
+    return specs
