@@ -16,7 +16,10 @@ from typing import Any
 
 from cl_rl.methods.base import AgentPort, ContinualMethod, Stats, Transitions
 from cl_rl.methods.distillation import Distillation, GenerativeReplayConfig, LwFConfig
+from cl_rl.methods.gem import GEMConfig, GradientEpisodicMemory
 from cl_rl.methods.quadratic import EWCConfig, MASConfig, OnlineEWCConfig, QuadraticMethod
+from cl_rl.methods.rehearsal import Rehearsal, RehearsalConfig
+from cl_rl.methods.vcl import VariationalContinualLearning, VCLConfig
 
 Factory = Callable[[str, Any, AgentPort], ContinualMethod]
 
@@ -34,6 +37,10 @@ REGISTRY: dict[str, MethodSpec] = {
     "mas": MethodSpec(MASConfig, QuadraticMethod, "Memory Aware Synapses (Aljundi et al. 2018)"),
     "generative_replay": MethodSpec(GenerativeReplayConfig, Distillation, "generated states, Q distilled (RePR)"),
     "lwf": MethodSpec(LwFConfig, Distillation, "Learning without Forgetting (Li & Hoiem 2017)"),
+    "gem": MethodSpec(GEMConfig, GradientEpisodicMemory, "Gradient Episodic Memory (Lopez-Paz & Ranzato 2017)"),
+    "agem": MethodSpec(GEMConfig, GradientEpisodicMemory, "Averaged GEM (Chaudhry et al. 2019)"),
+    "rehearsal": MethodSpec(RehearsalConfig, Rehearsal, "TD rehearsal of earlier tasks' memories (CLEAR-style)"),
+    "vcl": MethodSpec(VCLConfig, VariationalContinualLearning, "Variational Continual Learning (Nguyen et al. 2018)"),
 }
 NONE = "none"  # plain fine-tuning: no method
 
