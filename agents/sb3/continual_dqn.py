@@ -140,7 +140,7 @@ class ContinualDQN(DQN):
         """Ask the task source for the task of the newest observation and switch if it changed."""
         # After an automatic reset the observation belongs to the new episode, whose info is in reset_infos.
         info = self.env.reset_infos[0] if dones[0] else (infos[0] if infos else {})  # type: ignore[union-attr]
-        task = self.task_source.observe(observations[0], info.get("game"))
+        task = self.task_source.observe(observations[0], info.get("game"), episode_start=bool(dones[0]))
         if task != self.current_task:
             self.switch_task(task)
 
