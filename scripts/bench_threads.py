@@ -7,9 +7,10 @@ next states, online forward on the states, Huber loss, backward, gradient-norm c
 costs ``act + update / train_freq`` of compute (4 in every config). Each setting is measured idle, then with
 ``--busy`` processes spinning (``while True: pass``), which stand for other jobs on a shared machine.
 
-Networks: ``nature`` is the agent's own policy (agents/sb3/policy.py, Nature CNN over 4×84×84, 18 actions, per-task
-gains); ``small`` is a MinAtar-sized stand-in (Young & Tian 2019: conv 16·3×3 over 6×10×10, fully connected 128)
-built here in plain torch. Prints mean milliseconds per call and ratios to 1 thread; nothing is asserted.
+Networks: the agent's own Q-networks (agents/sb3/policy.py, per-task gains, 18 actions): ``nature`` (Nature CNN
+over 4×84×84 ALE frames, 1.7M shared parameters) and ``minatar`` (the MinAtar paper's conv 16 + fully connected 128
+over 10×10×10 grids, Young & Tian 2019). Prints mean milliseconds per call and ratios to the first threads setting;
+nothing is asserted.
 
     OMP_NUM_THREADS=1 python scripts/bench_threads.py --threads 1,2 --busy 2 --seconds 3
 """
@@ -25,11 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
 from torch.nn import functional as F
 
+from agents.sb3.networks import ARCHITECTURES
 from agents.sb3.policy import ContinualDQNPolicy
 
 N_ACTIONS = 18
@@ -37,30 +40,18 @@ BATCH = 32
 TRAIN_FREQ = 4
 
 
-def nature_network() -> tuple[nn.Module, tuple[int, ...]]:
-    """The agent's online Q-network (Nature CNN with per-task gains, task 0 active) and its observation shape."""
-    shape = (4, 84, 84)
-    policy = ContinualDQNPolicy(
-        spaces.Box(0, 255, shape, dtype="uint8"), spaces.Discrete(N_ACTIONS), lambda _: 1e-4, network="nature"
-    )
+# Observation shape of each network's games: 4 stacked 84×84 ALE frames; MinAtar's 10 object channels of 10×10.
+SHAPES = {"nature": (4, 84, 84), "ewc": (4, 84, 84), "minatar": (10, 10, 10)}
+
+
+def q_network(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """The agent's online Q-network ``name`` (per-task gains, task 0 active) and its observation shape."""
+    shape = SHAPES[name]
+    space = spaces.Box(0, 255, shape, dtype=np.uint8)
+    policy = ContinualDQNPolicy(space, spaces.Discrete(N_ACTIONS), lambda _: 1e-4, network=name)
     policy.add_task()
     policy.set_task(0)
     return policy.q_net, shape
-
-
-def small_network() -> tuple[nn.Module, tuple[int, ...]]:
-    """MinAtar's DQN (Young & Tian 2019): conv 16·3×3 stride 1, fully connected 128, over 6 channels of 10×10."""
-    shape = (6, 10, 10)
-    net = nn.Sequential(
-        nn.Conv2d(6, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, N_ACTIONS)
-    )
-    return net, shape
-
-
-NETWORKS: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
-    "nature": nature_network,
-    "small": small_network,
-}
 
 
 def timed(fn: Callable[[], None], seconds: float) -> float:
@@ -78,7 +69,7 @@ def measure(name: str, threads: int, seconds: float) -> tuple[float, float]:
     """Mean seconds of one act and of one update of network ``name`` with ``threads`` torch threads."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    online, shape = NETWORKS[name]()
+    online, shape = q_network(name)
     target = copy.deepcopy(online)
     optimizer = torch.optim.Adam(online.parameters(), lr=1e-4)
     obs, next_obs = torch.rand(BATCH, *shape) * 255, torch.rand(BATCH, *shape) * 255
@@ -138,7 +129,9 @@ def report(rows: list[tuple[str, str, int, float, float]], base_threads: int) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--networks", default="nature,small", help=f"comma-separated, from {', '.join(NETWORKS)} (default: %(default)s)"
+        "--networks",
+        default=",".join(n for n in ("nature", "minatar") if n in ARCHITECTURES),
+        help=f"comma-separated, from {', '.join(n for n in SHAPES if n in ARCHITECTURES)} (default: %(default)s)",
     )
     parser.add_argument(
         "--threads",
@@ -158,16 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         networks = args.networks.split(",")
         threads = [int(t) for t in args.threads.split(",")]
-        unknown = [n for n in networks if n not in NETWORKS]
+        unknown = [n for n in networks if n not in SHAPES or n not in ARCHITECTURES]
         if unknown or min(threads) < 1 or args.busy < 0 or args.seconds <= 0:
-            raise ValueError(f"networks from {', '.join(NETWORKS)}, threads >= 1, --busy >= 0, --seconds > 0")
+            raise ValueError("networks from --help's list, threads >= 1, --busy >= 0, --seconds > 0")
     except ValueError as err:
         print(f"error: bad option ({err})", file=sys.stderr)
         return 2
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.2f}")
     rows = []
-    for load, n_busy in (("idle", 0), (f"busy{args.busy}", args.busy)):
+    # "as found": whatever else the machine runs now (its load average is printed); "+N busy": N spinning processes more
+    for load, n_busy in [("found", 0)] + ([(f"+{args.busy}busy", args.busy)] if args.busy else []):
         with busy_processes(n_busy):
             for network in networks:
                 for t in threads:

@@ -1,12 +1,25 @@
-"""Shared fixtures: tiny real-ALE configs and models."""
+"""Shared fixtures: tiny real-ALE configs and models; one CPU thread for torch here and in every subprocess.
+
+On a shared machine torch's default (one intra-op thread per core) collapses when other jobs hold the cores: the
+threads wait for each other's turn (docs/SPEED.md, "Torch threads"). The suite pins one thread for this process and,
+through ``OMP_NUM_THREADS``, for the scripts it runs as subprocesses (``scripts/train.py`` also applies
+``run.threads``, 1 by default).
+"""
 
 from __future__ import annotations
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; inherited by subprocesses
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.run.config import Config, load_config
+
+torch.set_num_threads(1)  # in case torch was imported before this file (a plugin, an earlier conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 
