@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every method and reference (3)")
     parser.add_argument("--task-source", choices=["fmn", "oracle"], default="fmn", help="inferred (default) or true")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="parallel runs (cores)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run: run.threads (1)")
     parser.add_argument("--out", type=Path, help="output directory (default: runs/retention/<preset>__<task-source>)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every segment's length (smoke runs)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"--seeds, --jobs and --threads must be >= 1, got {args.seeds}, {args.jobs}, {args.threads}"
             )
         sequence, specs = plan_runs(
-            args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set
+            args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set, args.threads
         )
         print(f"{len(specs)} runs in {out} ({args.jobs} at a time, {args.threads} thread(s) each)")
-        run_all(specs, out, args.jobs, args.threads)
+        run_all(specs, out, args.jobs)
         settings = {
             "preset": str(args.preset),
             "methods": args.methods,

@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.evaluation import plots
@@ -72,6 +71,7 @@ from envs.sequence import GameSequence, Segment
 FINETUNE = "finetune"
 REFERENCE = "reference"
 MARKER = "table_run.json"
+_HOW_RUN = {"run.threads", "run.device", "run.progress_bar"}  # settings a finished or resumed run may differ in
 METRICS = {  # key: (column title, what it is)
     "final": ("final score", "normalised score on every game at the end"),
     "forgetting": ("forgetting ↓", "best normalised score after one of the game's own segments minus the end score"),
@@ -160,13 +160,18 @@ def plan_runs(
     task_source: str = "fmn",
     steps_scale: float = 1.0,
     overrides: Sequence[str] = (),
+    threads: int = 1,
 ) -> tuple[GameSequence, list[RunSpec]]:
-    """The sequence and every run of the table: methods × seeds, then each game's reference × seeds."""
+    """The sequence and every run of the table: methods × seeds, then each game's reference × seeds.
+
+    ``threads``: torch threads of each run (``run.threads``).
+    """
     if task_source not in ("fmn", "oracle"):
         raise TableError(f"--task-source must be fmn or oracle, got {task_source!r}")
     if not methods or not seeds:
         raise TableError("give at least one method and one seed")
     sequence = scaled_sequence(load_config(preset, list(overrides)).sequence.build(), steps_scale)
+    overrides = [*overrides, f"run.threads={threads}"]
     specs = []
     for method in methods:
         chosen = method_overrides(method)
@@ -208,21 +213,19 @@ def run_state(run_dir: Path, config: Config) -> str:
         old = load_config(saved).to_dict()
     except ConfigError as err:
         raise TableError(f"{saved} cannot be read ({err}); delete {run_dir} or choose another --out") from err
-    if old != config.to_dict():
-        new, before = _flatten(config.to_dict()), _flatten(old)
-        changed = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k))
+    new, before = _flatten(config.to_dict()), _flatten(old)
+    changed = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k) and k not in _HOW_RUN)
+    if changed:
         raise TableError(
-            f"{run_dir} was trained with another config (differs in {', '.join(changed[:5]) or 'its keys'}); "
+            f"{run_dir} was trained with another config (differs in {', '.join(changed[:5])}); "
             "choose another --out, or delete that run directory to train it again"
         )
     marker = run_dir / MARKER
     return "finished" if marker.is_file() and json.loads(marker.read_text())["finished"] else "partial"
 
 
-def run_all(
-    specs: Sequence[RunSpec], out: Path, jobs: int, threads: int = 1, log: Callable[[str], None] = print
-) -> None:
-    """Train every run not finished yet in ``jobs`` worker processes (spawned), ``threads`` torch threads each.
+def run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str], None] = print) -> None:
+    """Train every run not finished yet in ``jobs`` worker processes (spawned).
 
     Ctrl-C or SIGTERM stops every running run at a checkpoint and raises ``TableInterrupted``.
     """
@@ -241,7 +244,7 @@ def run_all(
     context = multiprocessing.get_context("spawn")
     with (
         _sigterm_as_interrupt(),
-        ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_init_worker, initargs=(threads,)) as pool,
+        ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_init_worker) as pool,
     ):
         futures = {
             pool.submit(_train_or_resume, s.config.to_dict(), run_dir_of(out, s), out / "logs" / f"{s.name}.log"): s
@@ -300,9 +303,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 _IN_TASK = False
 
 
-def _init_worker(threads: int) -> None:
-    """A worker's set-up: its torch threads, and stop signals that end a run before it learns (else ignored)."""
-    torch.set_num_threads(threads)
+def _init_worker() -> None:
+    """A worker's stop signals: they end a run that has not started learning yet, and are ignored between runs."""
 
     def handle(signum: int, frame: Any) -> None:
         if _IN_TASK:  # while learning, training's own handler is in place and stops at a checkpoint instead
@@ -325,7 +327,7 @@ def _train_or_resume(data: dict[str, Any], path: Path, log_path: Path) -> dict[s
         with _output_to(log_path):
             try:
                 print(f"resuming {path}", flush=True)
-                result = resume(path)
+                result = resume(path, [f"run.{key}={getattr(config.run, key)}" for key in ("threads", "device")])
             except (CheckpointError, RunDirError) as err:  # no valid checkpoint (or no config.yaml) yet: start again
                 print(f"training {path} from the start ({err})", flush=True)
                 result = train(config, path, overwrite=True)

@@ -1,0 +1,144 @@
+"""The retention table: metrics and intervals computed two ways; a tiny real run of scripts/bench_retention.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.evaluation.retention_table import (
+    FINETUNE,
+    MARKER,
+    TableError,
+    aggregate,
+    known_methods,
+    method_overrides,
+    plan_runs,
+    run_metrics,
+)
+from agents.run.config import load_config
+from cl_rl.methods import REGISTRY
+from cl_rl.retention import iqm, normalize
+from scripts.bench_retention import main
+from tests.conftest import REPO
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def test_every_registered_method_is_known_and_selected_by_its_overrides():
+    assert known_methods() == (FINETUNE, *REGISTRY)
+    for name in known_methods():
+        config = load_config(TINY, method_overrides(name))
+        assert config.method.name == ("none" if name == FINETUNE else name)
+    assert load_config(TINY, method_overrides("ewc+lwf")).method.name == "ewc+lwf"
+    with pytest.raises(TableError, match="did you mean ewc"):
+        method_overrides("ewk")
+
+
+def test_plan_has_every_method_seed_and_a_reference_per_game_as_long_as_the_game_in_the_sequence():
+    sequence, specs = plan_runs(TINY, ["finetune", "ewc"], [0, 1], "fmn", steps_scale=0.5, threads=2)
+    assert [(s.game, s.steps) for s in sequence.segments] == [("Pong", 100), ("Breakout", 75), ("Pong", 75)]
+    assert [s.name for s in specs] == [
+        "finetune__seed0",
+        "finetune__seed1",
+        "ewc__seed0",
+        "ewc__seed1",
+        "reference__Pong__seed0",
+        "reference__Pong__seed1",
+        "reference__Breakout__seed0",
+        "reference__Breakout__seed1",
+    ]
+    ewc = specs[3].config
+    assert (ewc.method.name, ewc.run.seed, ewc.task.source, ewc.run.threads) == ("ewc", 1, "fmn", 2)
+    assert ewc.sequence.build() == sequence
+    pong = specs[4].config
+    assert pong.sequence.build().to_list() == [{"game": "Pong", "steps": 175}]
+    assert (pong.method.name, pong.task.source) == ("none", "oracle")
+    with pytest.raises(TableError, match="steps-scale"):
+        plan_runs(TINY, ["finetune"], [0], steps_scale=0)
+
+
+def test_run_metrics_on_a_hand_made_run():
+    # Games A (random 0, reference 10) and B (random -5, reference 15); segments train A, B, A.
+    raw = np.array([[8.0, -5.0], [4.0, 15.0], [10.0, 5.0]])
+    normalised = normalize(raw, np.array([0.0, -5.0]), np.array([10.0, 15.0]))
+    assert normalised == pytest.approx(np.array([[0.8, 0.0], [0.4, 1.0], [1.0, 0.5]]))
+    no_scale = normalize(raw, np.array([0.0, 15.0]), np.array([10.0, 15.0]))  # B's reference is no better than random
+    assert np.isnan(no_scale[:, 1]).all() and no_scale[:, 0] == pytest.approx(normalised[:, 0])
+    with pytest.raises(ValueError, match="one value per game"):
+        normalize(raw, np.zeros(3), np.ones(3))
+    m = run_metrics(normalised, [0, 1, 0])
+    assert m["final"] == pytest.approx([1.0, 0.5])
+    assert m["forgetting"] == pytest.approx([1.0 - 1.0, 1.0 - 0.5])  # A: best own 1.0 (after 2); B: 1.0 after 1
+    assert np.isnan(m["backward_transfer"][0]) and m["backward_transfer"][1] == pytest.approx(0.5 - 1.0)
+    assert np.isnan(m["forward_transfer"][0]) and m["forward_transfer"][1] == pytest.approx(0.0)  # B before it: 0
+    assert m["forward_transfer_reference"] == pytest.approx([0.8 - 1.0, 1.0 - 1.0])
+
+
+def test_interval_is_the_iqm_over_seeds_x_games_and_a_bootstrap_of_seeds_within_games():
+    values = np.array([[0.1, np.nan, 0.9], [0.5, np.nan, 0.2], [0.3, np.nan, 0.8], [0.7, np.nan, 0.4]])
+    interval = aggregate(values, reps=400, seed=3)
+    kept = values[:, [0, 2]]  # the game without a value in any seed is left out
+    middle = np.sort(kept.ravel())[2:6]  # 8 values: the middle half
+    assert interval.value == pytest.approx(middle.mean()) == pytest.approx(iqm(kept))
+    rng = np.random.default_rng(3)  # the same resamples, drawn and summarised one by one
+    draws = rng.integers(0, 4, size=(400, 4, 2))
+    stats = [np.sort(np.array([kept[draws[r, :, j], j] for j in range(2)]).ravel())[2:6].mean() for r in range(400)]
+    assert (interval.low, interval.high) == pytest.approx(tuple(np.percentile(stats, [2.5, 97.5])))
+    assert interval.low <= interval.value <= interval.high
+    assert aggregate(np.full((3, 2), np.nan)) is None
+
+
+@pytest.mark.slow
+def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes_a_cut_one(tmp_path, capsys):
+    out = tmp_path / "table"
+    args = [str(TINY), "--methods", "finetune", "ewc", "--seeds", "1", "--jobs", "2", "--out", str(out)]
+    args += ["--steps-scale", "0.4", "--reps", "500"]  # Pong 80 → Breakout 60 → Pong 60 agent steps
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    files = ["table.md", "table.csv", "table.json", "runs.csv", "references.csv"]
+    files += [f"{m}_{kind}.png" for m in ("finetune", "ewc") for kind in ("scores", "retention")]
+    for name in files:
+        assert (out / name).stat().st_size > 0, name
+    for name in files[-4:]:
+        assert Image.open(out / name).size[0] > 100
+    assert "| finetune |" in first and "| ewc |" in first and "## Single-task references" in first
+
+    data = json.loads((out / "table.json").read_text())
+    assert data["games"] == ["Pong", "Breakout"] and set(data["methods"]) == {"finetune", "ewc"}
+    run = data["methods"]["ewc"]["runs"][0]
+    assert np.array(run["retention_score"]).shape == (3, 2) and run["updates"] > 0 and run["seconds"] > 0
+    reference = EventAccumulator(str(out / "runs" / "reference__Pong__seed0" / "tb"))
+    reference.Reload()
+    assert data["reference"]["Pong"]["seeds"] == [reference.Scalars("eval/Pong/score")[-1].value]
+    with (out / "references.csv").open() as f:
+        rows = {row["game"]: row for row in csv.DictReader(f)}
+    assert (rows["Pong"]["steps"], rows["Breakout"]["steps"]) == ("140", "60")
+    pong = (np.array(run["retention_score"])[:, 0] - -20.7) / (data["reference"]["Pong"]["mean"] - -20.7)
+    assert np.array(run["retention_normalised"])[:, 0] == pytest.approx(pong)
+
+    # Second call: the ewc run and the references are reused as they are; finetune, cut before its last segment's
+    # checkpoint, is resumed.
+    finetune = out / "runs" / "finetune__seed0"
+    (finetune / MARKER).unlink()
+    (finetune / "checkpoints" / "step_0000000200.zip").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("[er]*/checkpoints/*.zip")}
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "resume    finetune__seed0" in second and "finished finetune__seed0" in second
+    for name in ("ewc__seed0", "reference__Pong__seed0", "reference__Breakout__seed0"):
+        assert f"reused   {name}" in second
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert (finetune / "checkpoints" / "step_0000000200.zip").is_file()
+    assert "resuming" in (out / "logs" / "finetune__seed0.log").read_text()
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    assert main([str(TINY), "--methods", "ewk", "--out", str(tmp_path)]) == 2
+    assert "did you mean ewc" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
