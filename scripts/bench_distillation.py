@@ -17,17 +17,24 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents.run.config import ConfigError, load_config
-from agents.run.training import make_agent, make_stream
+from agents.run.training import apply_threads, make_agent, make_stream
 from cl_rl.methods.distillation import Distillation
 from envs.sequence import GameSequence, Segment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default="configs/default.yaml")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default="configs/default.yaml",
+        help="base config (agent, env, method) (default: %(default)s)",
+    )
     parser.add_argument("overrides", nargs="*", help="overrides such as method.lwf.batch_size=64")
-    parser.add_argument("--steps", type=int, default=300, help="agent steps on each game before timing")
-    parser.add_argument("--updates", type=int, default=50, help="updates timed per setting")
+    parser.add_argument(
+        "--steps", type=int, default=300, help="agent steps on each game before timing (default: %(default)s)"
+    )
+    parser.add_argument("--updates", type=int, default=50, help="updates timed per setting (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, [*args.overrides, "method.name=generative_replay", "task.source=oracle"])
@@ -35,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     config.run.progress_bar = False
+    apply_threads(config.run.threads)
     config.agent.learning_starts = min(config.agent.learning_starts, args.steps // 2)
     sequence = GameSequence([Segment("Pong", args.steps), Segment("Breakout", args.steps)])
     stream, env = make_stream(config, sequence)

@@ -37,10 +37,16 @@ def frames_per_second(env: VecEnv, seconds: float, frame_skip: int, seed: int = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--game", default="Pong")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed play per measurement")
-    parser.add_argument("--n-envs", default="1,2,4,8", help="comma-separated numbers of parallel envs")
-    parser.add_argument("--threads", type=int, default=0, help="C++ worker threads (0: min(n_envs, CPU count))")
+    parser.add_argument("--game", default="Pong", help="the game played (default: %(default)s)")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="seconds of timed play per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--n-envs", default="1,2,4,8", help="comma-separated numbers of parallel envs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="C++ worker threads (0: min(n_envs, CPU count)) (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         game = canonical_game(args.game)

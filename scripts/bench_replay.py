@@ -33,9 +33,13 @@ def rss() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--game", default="Pong")
-    parser.add_argument("--transitions", type=int, default=20_000, help="capacity, filled completely")
-    parser.add_argument("--batches", type=int, default=2_000, help="minibatches of 32 timed per buffer")
+    parser.add_argument("--game", default="Pong", help="the game whose frames fill the buffers (default: %(default)s)")
+    parser.add_argument(
+        "--transitions", type=int, default=20_000, help="capacity, filled completely (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batches", type=int, default=2_000, help="minibatches of 32 timed per buffer (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         game = canonical_game(args.game)

@@ -33,17 +33,54 @@ def _print_run(result: VariantResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = BenchSettings()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed agent steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants (medians are reported)")
-    parser.add_argument("--game", default=defaults.game, help="the timed game")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="training steps before the timer starts")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads for all")
-    parser.add_argument("--buffer-size", type=int, default=defaults.buffer_size)
-    parser.add_argument("--learning-starts", type=int, default=defaults.learning_starts)
-    parser.add_argument("--setup-steps", type=int, default=defaults.setup_steps, help="per earlier game (full)")
-    parser.add_argument("--variants", default="sb3,plain,full", help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help="timed agent steps per run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds over all variants (medians are reported) (default: %(default)s)"
+    )
+    parser.add_argument("--game", default=defaults.game, help="the timed game (default: %(default)s)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=defaults.warmup,
+        help="training steps before the timer starts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of agents and envs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch.set_num_threads for all (the CPU count; train.py uses run.threads, 1) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=defaults.buffer_size,
+        help="transitions per replay buffer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-starts",
+        type=int,
+        default=defaults.learning_starts,
+        help="transitions before updates (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--setup-steps",
+        type=int,
+        default=defaults.setup_steps,
+        help="agent steps per earlier game (full) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="sb3,plain,full",
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default=defaults.device, help="torch device: auto | cpu | cuda (default: %(default)s)"
+    )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
     args = parser.parse_args(argv)
     try:

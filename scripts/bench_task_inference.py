@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="task-inference settings such as fmn.window=8 (see FMNSettings)")
     parser.add_argument("--quick", action="store_true", help="a small subset of the streams, for iterating")
-    parser.add_argument("--long-steps", type=int, default=100_000, help="agent steps of each long stay")
-    parser.add_argument("--only", default="", help="run only the streams whose name contains this text")
+    parser.add_argument(
+        "--long-steps", type=int, default=100_000, help="agent steps of each long stay (default: %(default)s)"
+    )
+    parser.add_argument("--only", default="", help="run only the streams whose name contains this text (default: all)")
     args = parser.parse_args(argv)
     try:
         if args.long_steps < 1:

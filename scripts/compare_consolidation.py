@@ -12,21 +12,35 @@ import sys
 
 from agents.evaluation.comparison import compare
 from agents.run.config import ConfigError, load_config
+from agents.run.training import apply_threads
 from cl_rl.methods import parse_method_names
 from envs.games import UnknownGameError, canonical_game
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default="configs/default.yaml", help="base config (agent, env, λ ...)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default="configs/default.yaml",
+        help="base config (agent, env, λ ...) (default: %(default)s)",
+    )
     parser.add_argument("overrides", nargs="*", help="overrides such as method.ewc.lam=1000")
-    parser.add_argument("--game-a", default="Pong")
-    parser.add_argument("--game-b", default="Breakout")
-    parser.add_argument("--steps-a", type=int, default=20_000, help="agent steps on A")
-    parser.add_argument("--steps-b", type=int, default=20_000, help="agent steps on B")
-    parser.add_argument("--methods", default="none,ewc,online_ewc,mas")
-    parser.add_argument("--eval-episodes", type=int, default=3, help="episodes per score (0: skip scores)")
-    parser.add_argument("--log-dir", help="write each method's TensorBoard logs under this directory")
+    parser.add_argument(
+        "--game-a", default="Pong", help="the first game, whose retention is measured (default: %(default)s)"
+    )
+    parser.add_argument("--game-b", default="Breakout", help="the second game (default: %(default)s)")
+    parser.add_argument("--steps-a", type=int, default=20_000, help="agent steps on A (default: %(default)s)")
+    parser.add_argument("--steps-b", type=int, default=20_000, help="agent steps on B (default: %(default)s)")
+    parser.add_argument(
+        "--methods", default="none,ewc,online_ewc,mas", help="comma-separated method names (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--eval-episodes", type=int, default=3, help="episodes per score (0: skip scores) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--log-dir", help="write each method's TensorBoard logs under this directory (default: none written)"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
@@ -41,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     config.run.progress_bar = False
+    apply_threads(config.run.threads)
     results = compare(
         config, game_a, game_b, args.steps_a, args.steps_b, methods, args.eval_episodes, log_dir=args.log_dir
     )

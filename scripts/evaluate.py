@@ -25,20 +25,36 @@ from agents.evaluation.retention_eval import (
     write_run,
 )
 from agents.run.config import ConfigError
+from agents.run.training import apply_threads
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of scripts/train.py")
-    parser.add_argument("--checkpoints", default="all", help="all (default), segments, last, or steps: 200,350")
+    parser.add_argument(
+        "--checkpoints", default="all", help="all, segments, last, or steps: 200,350 (default: %(default)s)"
+    )
     parser.add_argument("--episodes", type=int, help="episodes per game and checkpoint (default: the run's eval)")
     parser.add_argument("--epsilon", type=float, help="ε of the evaluation policy (default: the run's eval, 0.05)")
     parser.add_argument("--task-source", choices=["configured", "oracle"], help="task ids: the agent's own or true")
-    parser.add_argument("--seed", type=int, help="seed of the evaluation envs and ε draws")
-    parser.add_argument("--reference", type=Path, nargs="+", default=[], metavar="RUN_DIR", help="single-task runs")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the evaluation envs and ε draws (default: the run's eval.seed)"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="single-task runs to normalise retention by (default: none)",
+    )
     parser.add_argument("--out", type=Path, help="comparison output (default: <first run's parent>/comparison)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (see run.threads) (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     overrides = {"episodes": args.episodes, "epsilon": args.epsilon, "task_source": args.task_source, "seed": args.seed}
     progress = not args.no_progress
 

@@ -63,11 +63,19 @@ class MemoryProbe(BaseCallback):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default="configs/default.yaml")
-    parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--every", type=int, default=2000, help="agent steps between memory samples")
-    parser.add_argument("--segment-steps", type=int, default=6000, help="agent steps per game visit")
+    parser.add_argument(
+        "config", nargs="?", default="configs/default.yaml", help="config to soak (default: %(default)s)"
+    )
+    parser.add_argument("overrides", nargs="*", help="overrides such as agent.buffer_size=5000")
+    parser.add_argument(
+        "--minutes", type=float, default=60.0, help="wall-clock minutes of training (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--every", type=int, default=2000, help="agent steps between memory samples (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--segment-steps", type=int, default=6000, help="agent steps per game visit (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if "=" in args.config:  # no config file given: the first positional argument is an override
         args.overrides, args.config = [args.config, *args.overrides], "configs/default.yaml"
