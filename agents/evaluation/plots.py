@@ -52,7 +52,7 @@ def score_curves(
         ax.axhline(random[j], color="grey", ls="--", lw=0.8)
         if reference is not None:
             ax.axhline(reference[j], color="tab:green", ls="-.", lw=0.8)
-        ax.set_ylabel(game, rotation=0, ha="right", va="center")
+        ax.set_ylabel(f"{game}\nscore", rotation=0, ha="right", va="center")  # raw episode score, mean
         ax.set_xlim(0, sequence.total_steps)
     legend = "shaded: the game is being trained; dotted: switches; dashed: random play"
     legend += "; dash-dot: single-task reference" if reference is not None else ""
@@ -125,6 +125,7 @@ def comparison(
     errors = np.abs(values[:, 1:].T - values[:, 0])
     right.barh(names, values[:, 0], xerr=errors, color=[colours[k % len(colours)] for k in range(len(names))])
     right.set_xlabel("IQM of end HNS (95% CI)")
+    right.set_ylabel("run group")
     fig.tight_layout()
     return fig
 
