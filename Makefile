@@ -4,6 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# One OpenMP/torch thread unless the caller sets it: on a machine whose cores are shared, more threads wait on each
+# other (docs/SPEED.md, "Torch threads"). Training also applies run.threads (default 1); tests/conftest.py pins 1.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup train test lint clean
 setup: $(VENV)/.installed
