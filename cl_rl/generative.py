@@ -38,14 +38,31 @@ class VAELoss(NamedTuple):
 
 
 class TaskConditionedVAE(nn.Module):
-    """Conditional VAE p(s | z, k) q(z | s, k) over stacked frames; ``max_tasks`` fixes the one-hot's length."""
+    """Conditional VAE p(s | z, k) q(z | s, k) over observations; ``max_tasks`` fixes the one-hot's length.
 
-    def __init__(self, max_tasks: int = 16, latent_dim: int = 32, channels: int = 16, beta: float = 1.0) -> None:
+    ``obs_shape`` (C, H, W): 84×84 screens get the convolutional encoder and decoder; small grids (MinAtar's
+    10×10, side ≤ 16) a two-layer perceptron of ``16·channels`` units each way, which is enough for 1,000 binary cells.
+    """
+
+    def __init__(
+        self,
+        max_tasks: int = 16,
+        latent_dim: int = 32,
+        channels: int = 16,
+        beta: float = 1.0,
+        obs_shape: tuple[int, ...] = FRAME_SHAPE,
+    ) -> None:
         super().__init__()
         if max_tasks < 1 or latent_dim < 1 or channels < 1:
             raise ValueError(f"max_tasks, latent_dim, channels must be >= 1, got {max_tasks}, {latent_dim}, {channels}")
         self.max_tasks, self.latent_dim, self.beta = max_tasks, latent_dim, float(beta)
+        self.obs_shape = tuple(obs_shape)
         c = channels
+        if len(self.obs_shape) == 3 and self.obs_shape[1] <= 16:
+            self._build_perceptron(16 * c)
+            return
+        if self.obs_shape != FRAME_SHAPE:
+            raise ValueError(f"the generator handles {FRAME_SHAPE} screens or grids of side <= 16, got {obs_shape}")
         self.encoder = nn.Sequential(
             nn.Conv2d(4, c, 4, 2, 1), nn.ReLU(),  # 84 -> 42
             nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ReLU(),  # 42 -> 21
@@ -64,6 +81,17 @@ class TaskConditionedVAE(nn.Module):
         )  # fmt: skip
         # A per-task image added to the logits: it holds each game's static screen, so z need only code what moves.
         self.task_logits = nn.Parameter(torch.zeros(max_tasks, *FRAME_SHAPE))
+
+    def _build_perceptron(self, hidden: int) -> None:
+        flat = 1
+        for n in self.obs_shape:
+            flat *= n
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
+        self.hidden_shape = (hidden,)
+        self.to_posterior = nn.Linear(hidden + self.max_tasks, 2 * self.latent_dim)
+        self.from_latent = nn.Linear(self.latent_dim + self.max_tasks, hidden)
+        self.decoder = nn.Sequential(nn.ReLU(), nn.Linear(hidden, flat), nn.Unflatten(1, self.obs_shape))
+        self.task_logits = nn.Parameter(torch.zeros(self.max_tasks, *self.obs_shape))
 
     @torch.no_grad()
     def init_task(self, task: int, states: torch.Tensor) -> None:

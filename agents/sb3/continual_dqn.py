@@ -263,6 +263,10 @@ class ContinualDQN(DQN):
     def q_network(self) -> th.nn.Module:
         return self.q_net
 
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        return tuple(self.observation_space.shape or ())
+
     def shared_parameters(self) -> dict[str, th.nn.Parameter]:
         return dict(shared_parameters(self.q_net))
 

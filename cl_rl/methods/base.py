@@ -49,6 +49,11 @@ class AgentPort(Protocol):
     @property
     def device(self) -> torch.device: ...
 
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation (e.g. (4, 84, 84) for ALE stacks, (10, 10, 10) for MinAtar grids)."""
+        ...
+
     def shared_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters every task shares (all but the per-task gains and biases), by name."""
         ...

@@ -78,7 +78,7 @@ class Distillation(ContinualMethod):
         self.replay: GenerativeReplay | None = None
         if isinstance(config, GenerativeReplayConfig):
             gen = config.generator
-            vae = TaskConditionedVAE(gen.max_tasks, gen.latent_dim, gen.channels, gen.beta)
+            vae = TaskConditionedVAE(gen.max_tasks, gen.latent_dim, gen.channels, gen.beta, agent.observation_shape)
             self.replay = GenerativeReplay(vae.to(agent.device), gen.lr, gen.batch_size)
         self.core = QDistillation(name, agent.q_network, self._states, config.alpha, config.normalize_q)
 
