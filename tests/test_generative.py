@@ -128,4 +128,4 @@ def test_small_grids_get_a_perceptron_vae_that_learns_them():
     assert float(losses[-1].total) < 0.5 * float(losses[0].total)
     replay.consolidate(0)
     samples = replay.sample(0, 5)
-    assert samples.shape == (5, *shape) and 0.0 <= float(samples.min()) and float(samples.max()) <= 255.0
+    assert samples.shape == (5, *shape) and float(samples.min()) >= 0.0 and float(samples.max()) <= 255.0
