@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.run.checkpoints import list_checkpoints
 from agents.run.config import ConfigError, load_config
-from agents.run.training import train
+from agents.run.training import new_run_dir, train
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -128,3 +128,16 @@ def test_run_threads_is_applied_while_training(tmp_path, threads):
 def test_run_threads_must_not_be_negative():
     with pytest.raises(ConfigError, match=r"run\.threads must be >= 0"):
         load_config(TINY, ["run.threads=-1"])
+
+
+def test_threads_option_is_run_threads_and_a_bad_value_exits_2(tmp_path):
+    result = _train(TINY, "--threads", "-1", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "run.threads must be >= 0, got -1" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_states_the_run_directory_the_code_makes():
+    help_text = " ".join(_train("--help").stdout.split())
+    assert "(default: runs/<run.name>__seed<run.seed>__<YYYYmmdd-HHMMSS>)" in help_text
+    made = new_run_dir(load_config(TINY, ["run.name=mine", "run.seed=3"]))
+    assert re.fullmatch(r"runs/mine__seed3__\d{8}-\d{6}", made.as_posix())
