@@ -57,7 +57,7 @@ class FMNSettings:
     alpha: float = 0.5  # Dirichlet pseudo-count per level (0.5: the Krichevsky–Trofimov estimator)
     switch_prior: float = 0.5  # prior probability that an episode starts another task than the current one
     count_cap: int = 2000  # frames a model's counts represent at most (0: unbounded)
-    margin: float = 200.0  # nats by which the MAP model must lead to decide before the window is full
+    margin: float = 1000.0  # nats by which the MAP model must lead to decide before the window is full
     holdout_prior: float = 2.0  # frames' worth of the pooled tasks' counts in the hold-out's prior (0: uniform)
     grid_max: int = 16  # observations at most grid_max × grid_max (MinAtar) are modelled per cell and channel
 
@@ -185,16 +185,16 @@ class FlatFMN:
             self._window_loglik[:-1] += np.log(seen).sum(axis=1, dtype=np.float64)
         holdout = self._holdout_prior[np.arange(x.size), x] + within
         self._window_loglik[:-1] -= log_norm[:-1]
-        self._window_loglik[-1] += (np.log(holdout) - np.log(self.settings.holdout_prior + j + levels * alpha)).sum(
-            dtype=np.float64
-        )
+        holdout_norm = self._holdout_prior[0].sum() + j + levels * alpha
+        self._window_loglik[-1] += np.log(holdout).sum(dtype=np.float64) - x.size * np.log(holdout_norm)
 
     def _pooled_prior(self) -> np.ndarray:
         """The hold-out's extra Dirichlet pseudo-counts: ``holdout_prior`` frames' worth of all tasks' pooled counts."""
         if not self.n_tasks or not self.settings.holdout_prior:
             return np.zeros(self.counts.shape[1:], np.float32)
-        pooled = self.counts.sum(axis=0) / self.totals.sum()
-        return (self.settings.holdout_prior * pooled).astype(np.float32)
+        # At most half the frames the pool holds: the hold-out must stay vaguer than the tasks it is pooled from.
+        mass = min(self.settings.holdout_prior, self.totals.sum() / 2)
+        return (mass * self.counts.sum(axis=0) / self.totals.sum()).astype(np.float32)
 
     def log_prior(self) -> np.ndarray:
         """log prior of each task and of the hold-out (last) for the decision at an episode start."""

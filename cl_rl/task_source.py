@@ -22,8 +22,12 @@ class TaskSource(Protocol):
         """How many distinct task ids this source has produced so far."""
         ...
 
-    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
-        """Task id of ``observation``; ``true_label`` is the true game, which only an oracle may use."""
+    def observe(self, observation: np.ndarray, true_label: str | None, *, episode_start: bool = False) -> int:
+        """Task id of ``observation``; ``true_label`` is the true game, which only an oracle may use.
+
+        ``episode_start``: ``observation`` is the first of an episode (after a real reset). A game switch always
+        starts an episode, so a source may change its task only there (``FlatFMN`` does).
+        """
         ...
 
     def state_dict(self) -> dict: ...
@@ -41,7 +45,7 @@ class OracleTaskSource:
     def n_tasks(self) -> int:
         return len(self.ids)
 
-    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
+    def observe(self, observation: np.ndarray, true_label: str | None, *, episode_start: bool = False) -> int:
         if true_label is None:
             raise ValueError("the oracle task source needs the true game label in the env's info['game']")
         task = self.ids.get(true_label)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import pickle
+
 import numpy as np
 import pytest
 
-from agents.bench.inference_stream import run_inference_stream
+from agents.bench.inference_stream import record_game
 from cl_rl.task_inference import FlatFMN, FMNSettings, downscale_quantize
 from cl_rl.task_source import TaskSource
-from envs.sequence import GameSequence, Segment
 
 
 def _game_frames(seed: int, n: int, noise: float = 0.02) -> list[np.ndarray]:
@@ -33,14 +35,14 @@ def test_downscale_quantize_is_a_block_mean():
 
 
 def test_window_score_is_the_sequential_dirichlet_predictive_of_eq_1():
-    s = FMNSettings(window=4, update_every=1)
+    s = FMNSettings(window=4, update_every=1, holdout_prior=0.0, margin=1e12)  # uniform hold-out, full windows
     fmn = FlatFMN(s)
     frames = _game_frames(0, 8)
-    for f in frames[:4]:  # the first window creates task 0
-        fmn.observe(f)
+    for f in frames[:4]:  # the first episode's window creates task 0
+        fmn.observe(f, episode_start=f is frames[0])
     counts, total = fmn.counts[0].copy(), fmn.totals[0]
     for f in frames[4:7]:
-        fmn.observe(f)
+        fmn.observe(f, episode_start=f is frames[4])
     # By hand: each frame's probability under task 0 given its counts plus the window's earlier frames.
     xs = [downscale_quantize(f, s.size, s.levels) for f in frames[4:7]]
     expected, holdout, c = 0.0, 0.0, counts.astype(np.float64).copy()
@@ -54,24 +56,30 @@ def test_window_score_is_the_sequential_dirichlet_predictive_of_eq_1():
     assert fmn._window_loglik[-1] == pytest.approx(holdout, rel=1e-5)
 
 
-def test_new_task_is_created_and_an_old_one_recognised():
+def test_new_task_only_at_an_episode_start_and_an_old_one_recognised():
     fmn = FlatFMN(FMNSettings(update_every=1))
     assert isinstance(fmn, TaskSource)
     a, b = _game_frames(1, 200), _game_frames(2, 200)
-    ids = [fmn.observe(f) for f in a[:100] + b[:100] + a[100:]]
+    stream = a[:100] + b[:100] + a[100:]
+    ids = [fmn.observe(f, episode_start=i % 50 == 0) for i, f in enumerate(stream)]
     assert fmn.n_tasks == 2
-    assert set(ids[:100]) == {0} and ids[-90:] == [0] * 90
-    assert ids[100 + 12 : 200] == [1] * 88  # the switch to b takes at most 3 windows of 4 frames
+    assert set(ids[:100]) == {0} and set(ids[200 + 8 :]) == {0}
+    assert set(ids[100 + 8 : 200]) == {1}  # decided within the episode's first window of 8 frames
+    # Without an episode start the task never changes, whatever the frames.
+    fmn = FlatFMN(FMNSettings(update_every=1))
+    assert {fmn.observe(f, episode_start=i == 0) for i, f in enumerate(stream)} == {0}
 
 
 def test_state_dict_round_trip_continues_identically():
     frames = _game_frames(3, 60) + _game_frames(4, 60)
     fmn = FlatFMN(FMNSettings(update_every=2))
-    for f in frames[:70]:
-        fmn.observe(f)
+    for i, f in enumerate(frames[:64]):
+        fmn.observe(f, episode_start=i % 30 == 0)
     copy = FlatFMN(FMNSettings(update_every=2))
     copy.load_state_dict(fmn.state_dict())
-    assert [fmn.observe(f) for f in frames[70:]] == [copy.observe(f) for f in frames[70:]]
+    rest = list(enumerate(frames[64:], start=64))
+    expected = [fmn.observe(f, episode_start=i % 30 == 0) for i, f in rest]
+    assert [copy.observe(f, episode_start=i % 30 == 0) for i, f in rest] == expected
     with pytest.raises(ValueError, match="settings the run was started with"):
         FlatFMN(FMNSettings(levels=16)).load_state_dict(fmn.state_dict())
 
@@ -83,19 +91,64 @@ def test_bad_settings_name_the_key():
         FMNSettings(switch_prior=1.0)
 
 
-@pytest.mark.slow
-def test_real_games_with_revisits_are_segmented_and_recognised():
-    games = ["Pong", "Breakout", "Freeway", "Pong", "Breakout"]
-    result = run_inference_stream(GameSequence(tuple(Segment(g, 6000) for g in games)), seed=0)
-    assert result.ari >= 0.99, result.line()
-    assert result.switches == 4 and result.detected == 4 and result.spurious == 0, result.line()
-    assert result.delay_max <= 100, result.line()
-    assert result.task_of_segment == [0, 1, 2, 0, 1]  # revisits map back to their old tasks
-    assert result.n_tasks == 3
+def _play(fmn: FlatFMN, visits: list[tuple[str, int]], seed: int = 0) -> list[int]:
+    """Feed real frames of each visit (each starting with a reset) to ``fmn``; the task at each visit's end."""
+    ends = []
+    for i, (game, steps) in enumerate(visits):
+        frames, starts, _ = _recorded(game, steps, seed + i)
+        for frame, start in zip(frames, starts, strict=True):
+            task = fmn.observe(frame, None, episode_start=bool(start))
+        ends.append(task)
+    return ends
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("game", ["Seaquest", "SpaceInvaders"])
-def test_a_long_stream_of_one_game_creates_no_second_task(game):
-    result = run_inference_stream(GameSequence((Segment(game, 8000),)), seed=1)
-    assert result.n_tasks == 1 and result.spurious == 0, result.line()
+@functools.cache
+def _recorded(game: str, steps: int, seed: int):
+    return record_game(game, steps, "sticky", seed)
+
+
+def test_a_long_stay_in_a_phase_changing_game_creates_no_task():
+    fmn = FlatFMN()
+    _play(fmn, [("Riverraid", 2500)])  # scrolling river, ~10 episodes of the sticky-biased policy
+    assert fmn.n_tasks == 1
+
+
+def test_games_that_merged_before_stay_apart():
+    # Gopher's young model once took CrazyClimber's start (an early decision after 2 frames), Breakout merged
+    # into CrazyClimber under the continuous variant.
+    assert _play(FlatFMN(), [("Gopher", 300), ("CrazyClimber", 300), ("Breakout", 300), ("Gopher", 300)]) == [
+        0,
+        1,
+        2,
+        0,
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 18): a task model that has seen one 8-frame window explains another game's start better "
+    "than the hold-out (Freeway into Boxing, Krull into Enduro, DemonAttack and Jamesbond into Asterix)",
+)
+def test_a_revisit_after_eight_other_games_finds_its_task():
+    games = ["Pong", "Boxing", "Freeway", "Enduro", "Krull", "Asterix", "DemonAttack", "Kangaroo", "Jamesbond"]
+    fmn = FlatFMN()
+    ends = _play(fmn, [(g, 200) for g in games] + [("Pong", 200)])
+    assert ends == [*range(9), 0] and fmn.n_tasks == 9
+
+
+def test_task_state_round_trips_through_a_checkpoint_mid_stream():
+    frames = np.concatenate([_recorded("Pong", 300, 0)[0], _recorded("Boxing", 300, 1)[0]])
+    starts = np.concatenate([_recorded("Pong", 300, 0)[1], _recorded("Boxing", 300, 1)[1]])
+    fmn = FlatFMN()
+    cut = 305  # inside Boxing's first decision window
+    for f, s in zip(frames[:cut], starts[:cut], strict=True):
+        fmn.observe(f, None, episode_start=bool(s))
+    assert fmn._window_frames  # really mid-window
+    by_state = FlatFMN()
+    by_state.load_state_dict(fmn.state_dict())
+    by_pickle = pickle.loads(pickle.dumps(fmn))  # how SB3 saves the agent's task source
+    rest = list(zip(frames[cut:], starts[cut:], strict=True))
+    expected = [fmn.observe(f, None, episode_start=bool(s)) for f, s in rest]
+    assert [by_state.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
+    assert [by_pickle.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
+    assert expected[-1] == 1

@@ -9,8 +9,8 @@ Emulating is what costs (ALE ~0.5 ms an agent step), so every game's frames are 
 of ``CHUNK`` agent steps (each starting with a reset), and cached as ``.npz`` under ``$CL_RL_FRAME_CACHE`` (default
 ``/tmp/cl_rl_frames``). A stream is a list of visits (game, agent steps); each visit starts at an episode start (as
 ``SequenceEnv``'s game switch does) and continues in that game's frames where its previous visit stopped, so a revisit
-sees new frames. Atari frames are the agent's newest preprocessed 84×84 frame; MinAtar frames are the 10×10 grid with
-its channels padded to 10, channel-first (the observation the agent sees).
+sees new frames. Atari frames are the agent's newest preprocessed 84×84 frame; MinAtar frames are the whole
+observation of ``envs/minatar.py`` (10×10 grid, channels padded to 10, channel-first).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from cl_rl.task_inference import FlatFMN, FMNSettings
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement, game_task_summary
 
 CHUNK = 10_000  # agent steps per cached chunk
-MINATAR_CHANNELS = 10  # MinAtar observations are padded to this many channels (Seaquest has 10)
 POLICIES = ("uniform", "sticky")
 
 
@@ -60,19 +59,25 @@ class _Policy:
         return self.action
 
 
-def _record_atari(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    from envs.atari import AtariSettings, make_atari_env
+def record_game(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Play ``steps`` agent steps of ``game`` with ``policy``: newest frames, episode-start flags, µs per step."""
+    if is_minatar(game):
+        from envs.minatar import MinAtarSettings, make_minatar_env
 
-    env = make_atari_env(game, AtariSettings(frame_stack=1), seed=seed)
-    rng = np.random.default_rng(seed)
-    act = _Policy(policy, int(env.action_space.n), rng)
-    frames = np.empty((steps, 84, 84), np.uint8)
+        env = make_minatar_env(game, MinAtarSettings())
+    else:
+        from envs.atari import AtariSettings, make_atari_env
+
+        env = make_atari_env(game, AtariSettings(frame_stack=1))
+    act = _Policy(policy, int(env.action_space.n), np.random.default_rng(seed))
+    obs, _ = env.reset(seed=seed)
+    newest = (lambda o: np.asarray(o)) if is_minatar(game) else (lambda o: np.asarray(o)[-1])
+    frames = np.empty((steps, *newest(obs).shape), np.uint8)
     starts = np.zeros(steps, bool)
     started = time.perf_counter()
-    obs, _ = env.reset(seed=seed)
     start = True
     for t in range(steps):
-        frames[t], starts[t] = np.asarray(obs)[-1], start
+        frames[t], starts[t] = newest(obs), start
         if start:
             act.new_episode()
         obs, _, terminated, truncated, _ = env.step(act.act())
@@ -84,38 +89,13 @@ def _record_atari(game: str, steps: int, policy: str, seed: int) -> tuple[np.nda
     return frames, starts, env_us
 
 
-def _record_minatar(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    import minatar
-
-    name = {"SpaceInvaders": "space_invaders"}.get(game.removeprefix("MinAtar/"), game.removeprefix("MinAtar/").lower())
-    env = minatar.Environment(name, sticky_action_prob=0.1, random_seed=seed)
-    act = _Policy(policy, env.num_actions(), np.random.default_rng(seed))
-    frames = np.zeros((steps, MINATAR_CHANNELS, 10, 10), np.uint8)
-    starts = np.zeros(steps, bool)
-    started = time.perf_counter()
-    env.reset()
-    start = True
-    for t in range(steps):
-        state = env.state()  # (10, 10, channels) bool
-        frames[t, : state.shape[2]] = np.moveaxis(state, 2, 0)
-        starts[t] = start
-        if start:
-            act.new_episode()
-        _, start = env.act(act.act())
-        if start:
-            env.reset()
-    env_us = 1e6 * (time.perf_counter() - started) / steps
-    return frames, starts, env_us
-
-
 def game_chunk(game: str, chunk: int, policy: str = "sticky", seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """Frames, episode-start flags and emulator µs per agent step of chunk ``chunk`` of ``game`` (cached on disk)."""
     path = cache_dir() / f"{game.replace('/', '_')}.{policy}.s{seed}.c{chunk}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["frames"], data["starts"], float(data["env_us"])
-    record = _record_minatar if is_minatar(game) else _record_atari
-    frames, starts, env_us = record(game, CHUNK, policy, 1000 * seed + chunk)
+    frames, starts, env_us = record_game(game, CHUNK, policy, 1000 * seed + chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, frames=frames, starts=starts, env_us=env_us)
