@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from agents.run.checkpoints import list_checkpoints
+from agents.run.config import save_config
 from agents.run.sweep import (
     SweepError,
+    check_existing,
     compare_sweep,
     load_sweep,
     read_progress,
@@ -104,6 +106,15 @@ def test_run_state_reads_the_run_directory(tmp_path: Path) -> None:
     assert run_state(run, 100) == "resume"
     (run / "checkpoints" / "step_0000000100.zip").write_bytes(b"not a zip")
     assert run_state(run, 100) == "resume"  # a damaged last checkpoint is not a finished run
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path: Path) -> None:
+    none0, _, ewc0, _ = load_sweep(write_sweep(tmp_path)).runs
+    (tmp_path / "r").mkdir()
+    save_config(none0.config, tmp_path / "r" / "config.yaml")
+    check_existing(tmp_path / "r", none0)  # the same run: fine
+    with pytest.raises(SweepError, match=r"\(method\.name, run\.name differ\)"):
+        check_existing(tmp_path / "r", ewc0)
 
 
 def test_script_exits_2_and_starts_nothing_on_a_bad_sweep(tmp_path: Path) -> None:

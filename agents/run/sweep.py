@@ -28,7 +28,7 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.run.checkpoints import checkpoint_problem, list_checkpoints, write_atomically
-from agents.run.config import Config, ConfigError, config_from_dict, load_config
+from agents.run.config import Config, ConfigError, apply_override, config_from_dict, load_config
 from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, resume, train
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT
 
@@ -50,6 +50,7 @@ class RunSpec:
     group: str
     labels: dict[str, str]
     config: Config
+    chosen: dict[str, Any] = field(default_factory=dict)  # the flat keys the sweep file sets (base, overrides, axes)
 
     @property
     def total_steps(self) -> int:
@@ -125,7 +126,8 @@ def expand(base: Path, overrides: Mapping[str, Any], axes: Mapping[str, Mapping[
             config = load_config(base, [*common, *point, _override("run.name", group), "run.progress_bar=false"])
         except ConfigError as err:
             raise SweepError(f"the run {where or '(no axes)'} has a bad config: {err}") from err
-        runs.append(RunSpec(f"{group}__seed{config.run.seed}", group, labels, config))
+        chosen = {k: v for k, v in _flat(config.to_dict()).items() if k in _flat(_raw(base, [*common, *point]))}
+        runs.append(RunSpec(f"{group}__seed{config.run.seed}", group, labels, config, chosen))
     names = [run.name for run in runs]
     twins = sorted({n for n in names if names.count(n) > 1})
     if twins:
@@ -212,13 +214,20 @@ def check_existing(run_dir: Path, spec: RunSpec) -> None:
     if not (run_dir / CONFIG_NAME).is_file():
         return
     saved = _flat(load_config(run_dir / CONFIG_NAME).to_dict())
-    wanted = _flat(spec.config.to_dict())
-    changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    changed = sorted(k for k, v in spec.chosen.items() if saved.get(k) != v)  # new defaults in the code do not count
     if changed:
         raise SweepError(
             f"{str(run_dir)!r} holds a run with another config ({', '.join(changed[:5])} differ): the sweep file "
             "changed since it was launched. Use another --sweep-dir (or name:) for the new sweep"
         )
+
+
+def _raw(base: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The base file's mapping with ``overrides`` applied, before defaults: what the sweep sets explicitly."""
+    data = yaml.safe_load(base.read_text()) or {}
+    for override in overrides:
+        apply_override(data, override)
+    return data
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

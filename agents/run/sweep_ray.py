@@ -106,10 +106,11 @@ def _view(
     totals: dict[str, int],
     width: int,
 ) -> None:
-    """One line per run: a pending run is running once its progress file says so, waiting for resources before."""
+    """One line per run: a pending run is running or evaluating as its progress file says, waiting before."""
     echo(time.strftime("%H:%M:%S"))
     for name, state in states.items():
         progress = read_progress(dirs[name])
         if name in pending:
-            state = "running" if progress and progress.get("status") == "running" else "waiting"
+            status = (progress or {}).get("status")
+            state = {"running": "running", "finished": "evaluating"}.get(status or "", "waiting")
         echo(progress_line(name, totals[name], state.split(":")[0], progress, width))
