@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set, args.threads
         )
         print(f"{len(specs)} runs in {out} ({args.jobs} at a time, {args.threads} thread(s) each)")
-        run_all(specs, out, args.jobs)
+        run_all(specs, out, args.jobs, log=lambda line: print(line, flush=True))
         settings = {
             "preset": str(args.preset),
             "methods": args.methods,
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TableInterrupted as err:
         print(f"\n{err}: python scripts/bench_retention.py {shlex.join(sys.argv[1:])}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # while planning or reading the runs: nothing is lost
+        print("\ninterrupted", file=sys.stderr)
         return 130
     except RunsFailed as err:
         print(f"error: {err}", file=sys.stderr)

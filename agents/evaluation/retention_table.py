@@ -79,6 +79,10 @@ METRICS = {  # key: (column title, what it is)
     "forward_transfer": ("forward transfer", "zero-shot score just before the game's first segment (random: 0)"),
     "forward_transfer_reference": ("FWT vs reference", "score after the game's first segment minus 1 (reference)"),
 }
+COST_NOTE = (
+    "**run time**: wall time of a run's training, evaluations at segment ends included (mean of seeds); "
+    "**time / update**: that time divided by the run's gradient updates (environment steps included)."
+)
 
 
 class TableError(ValueError):
@@ -93,8 +97,9 @@ class RunsFailed(RuntimeError):
     """Some runs raised an error; the message names them and their logs."""
 
 
-class _Cancelled(Exception):
-    """A stop signal reached a worker before its run started learning (nothing to checkpoint yet)."""
+class _Cancelled(BaseException):
+    """The table stopped before this run started learning (nothing to checkpoint yet). Not an ``Exception``, so that
+    no ``except Exception`` on the way swallows it, as ``KeyboardInterrupt``."""
 
 
 # --- methods ------------------------------------------------------------------------------------------------------
@@ -242,9 +247,10 @@ def run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str],
     (out / "logs").mkdir(parents=True, exist_ok=True)
     failed, stopped = [], []
     context = multiprocessing.get_context("spawn")
+    stop = context.Event()  # set on Ctrl-C: runs already handed to a worker but not started do not start
     with (
         _sigterm_as_interrupt(),
-        ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_init_worker) as pool,
+        ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_init_worker, initargs=(stop,)) as pool,
     ):
         futures = {
             pool.submit(_train_or_resume, s.config.to_dict(), run_dir_of(out, s), out / "logs" / f"{s.name}.log"): s
@@ -270,6 +276,7 @@ def run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str],
                 )
         except KeyboardInterrupt:
             log("stopping: every running run writes a checkpoint (a second Ctrl-C stops at once) ...")
+            stop.set()
             for child in multiprocessing.active_children():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)  # workers outside the terminal's process group stop too
@@ -301,10 +308,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 _IN_TASK = False
+_STOP: Any = None  # the table's stop event, in a worker
 
 
-def _init_worker() -> None:
+def _init_worker(stop: Any) -> None:
     """A worker's stop signals: they end a run that has not started learning yet, and are ignored between runs."""
+    global _STOP
+    _STOP = stop
 
     def handle(signum: int, frame: Any) -> None:
         if _IN_TASK:  # while learning, training's own handler is in place and stops at a checkpoint instead
@@ -320,6 +330,8 @@ def _train_or_resume(data: dict[str, Any], path: Path, log_path: Path) -> dict[s
     The config travels as plain data (``Config.to_dict``): its method section is a dataclass built at run time.
     """
     global _IN_TASK
+    if _STOP is not None and _STOP.is_set():
+        raise _Cancelled("the table was stopped before this run started")
     config, marker = config_from_dict(data), path / MARKER
     earlier = json.loads(marker.read_text())["seconds"] if marker.is_file() else 0.0
     _IN_TASK = True
@@ -569,7 +581,8 @@ def format_markdown(table: Table) -> str:
         cells = [_format_interval(row.intervals[k]) for k in METRICS]
         cost = f"{row.seconds / 60:.1f} min | {row.ms_per_update:.1f} ms"
         lines.append(f"| {row.method} | " + " | ".join(cells) + f" | {cost} |")
-    lines += ["", "Metrics: " + "; ".join(f"**{t}**: {d}" for t, d in METRICS.values()) + ".", ""]
+    lines += ["", "Metrics: " + "; ".join(f"**{t}**: {d}" for t, d in METRICS.values()) + "."]
+    lines += [COST_NOTE, ""]
     lines += ["## Single-task references", "", "| game | agent steps | random | reference (mean of seeds) | seeds |"]
     lines.append("|---|---|---|---|---|")
     for (game, steps), ref in zip(steps_per_game(table.sequence).items(), table.reference_mean(), strict=True):
