@@ -11,6 +11,15 @@ accumulated importance F* ← γ F* + F_new anchored at the latest parameters, a
 
 The importance of a task is computed by ``importance_fn(task)`` (see ``cl_rl.importance``), supplied by the agent,
 which knows where the task's data lives.
+
+Closed form. The gradient of the sum over active anchors is
+
+    λ Σ_k F_k ⊙ (θ − θ*_k) = λ A ⊙ (θ − θ̄),   A = Σ_k F_k,  θ̄ = Σ_k F_k ⊙ θ*_k / A  (θ̄ = 0 where A = 0),
+
+so ``add_gradient`` keeps two merged tensors per parameter (λA and θ̄, the latter as an offset from one anchor for
+precision; cached for the current task, which per_task mode leaves out) and adds the gradient to ``.grad`` after
+backward: its cost does not grow with the number of anchors, and no autograd graph is built for the penalty.
+``penalty`` still gives each anchor's value (for logging, or for autograd).
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ class QuadraticPenalty:
         self.min_task_steps, self.task_steps = min_task_steps, task_steps
         # anchor key: task id (per_task) or -1 (online) -> (θ*, importance)
         self.anchors: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        # (current task, {name: (A, θ̄)}) of the closed-form gradient; dropped whenever the anchors change.
+        self._merged: tuple[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     # --- Regularizer interface ----------------------------------------------------------------------------------
     def penalty(self, current_task: int) -> dict[str, torch.Tensor]:
@@ -75,6 +86,50 @@ class QuadraticPenalty:
             terms["online" if key == -1 else f"task_{key}"] = 0.5 * self.lam * total
         return terms
 
+    def active_keys(self, current_task: int) -> list[int]:
+        """Anchor keys whose terms are active while ``current_task`` is trained."""
+        return [key for key in self.anchors if key != current_task]
+
+    def merged(self, current_task: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """{name: (λA, r, d)} over the active anchors, cached per task; empty when none is active.
+
+        θ − θ̄ = (θ − r) − d with r the last active anchor's θ* and d = Σ_k F_k ⊙ (θ*_k − r) / A (0 where A = 0; None
+        with one anchor): the anchors' differences are small, so d keeps their precision where θ̄ itself would round
+        at the scale of θ. With one anchor (λF, θ*, None) makes ``add_gradient`` round exactly as autograd does.
+        """
+        if self._merged is not None and self._merged[0] == current_task:
+            return self._merged[1]
+        keys = self.active_keys(current_task)
+        merged = {}
+        for name in self.params if keys else ():
+            weights = [self.anchors[k][1][name] for k in keys]
+            reference = self.anchors[keys[-1]][0][name]
+            if len(keys) == 1:
+                merged[name] = (self.lam * weights[0], reference, None)
+                continue
+            total = torch.stack(weights).sum(0)
+            spread = sum(w * (self.anchors[k][0][name] - reference) for k, w in zip(keys[:-1], weights, strict=False))
+            offset = torch.where(total > 0, spread / total, torch.zeros_like(total))
+            merged[name] = (self.lam * total, reference, offset)
+        self._merged = (current_task, merged)
+        return merged
+
+    @torch.no_grad()
+    def add_gradient(self, current_task: int) -> bool:
+        """Add the penalty's gradient λA ⊙ (θ − θ̄) to every parameter's ``.grad``; False when no anchor is active."""
+        merged = self.merged(current_task)
+        for name, (scaled, reference, offset) in merged.items():
+            param = self.params[name]
+            step = torch.sub(param, reference)
+            if offset is not None:
+                step.sub_(offset)
+            step.mul_(scaled)
+            if param.grad is None:
+                param.grad = step
+            else:
+                param.grad.add_(step)
+        return bool(merged)
+
     def on_task_switch(self, left_task: int, entered_task: int) -> dict[str, float | torch.Tensor]:
         """Store (θ*, importance) for ``left_task``; returns statistics of the new importance to log."""
         if self.task_steps(left_task) < self.min_task_steps:
@@ -84,6 +139,7 @@ class QuadraticPenalty:
             mean = torch.cat([w.flatten() for w in importance.values()]).mean().clamp_min(1e-30)
             importance = {n: w / mean for n, w in importance.items()}
         star = {n: p.detach().clone() for n, p in self.params.items()}
+        self._merged = None
         if self.mode == "online":
             previous = self.anchors.get(-1)
             if previous is not None:
@@ -99,3 +155,4 @@ class QuadraticPenalty:
 
     def load_state_dict(self, state: dict) -> None:
         self.anchors = {int(k): (dict(s), dict(w)) for k, (s, w) in state["anchors"].items()}
+        self._merged = None

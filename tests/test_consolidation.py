@@ -80,3 +80,60 @@ def test_state_dict_round_trip_and_bad_values():
     assert other.penalty(1)["task_0"].item() == penalty.penalty(1)["task_0"].item()
     with pytest.raises(ValueError, match="lambda"):
         _setup({}, lam=-1.0)
+
+
+def _autograd_and_closed_form(penalty: QuadraticPenalty, params: dict, task: int):
+    """The penalty's gradient by autograd through its terms, and by ``add_gradient`` (closed form, anchors merged)."""
+    for p in params.values():
+        p.grad = None
+    sum(penalty.penalty(task).values()).backward()
+    autograd = {n: p.grad.clone() for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    assert penalty.add_gradient(task)
+    return autograd, {n: p.grad.clone() for n, p in params.items()}
+
+
+@pytest.mark.parametrize("mode", ["per_task", "online"])
+def test_closed_form_gradient_equals_autograd_for_any_number_of_anchors(mode):
+    torch.manual_seed(0)
+    params = {"w": nn.Parameter(torch.randn(40, 30)), "b": nn.Parameter(torch.randn(7))}
+    importances = {k: {n: torch.rand_like(p) for n, p in params.items()} for k in range(9)}
+    penalty = QuadraticPenalty("ewc", params, lambda task: importances[task], lam=400.0, mode=mode, decay=0.9)
+    for left in range(8):
+        with torch.no_grad():
+            for p in params.values():
+                p.add_(0.01 * torch.randn_like(p))
+        penalty.on_task_switch(left, left + 1)
+        for current in (left + 1, 0):  # a new task, and task 0 revisited (its own anchor inactive in per_task mode)
+            if not penalty.penalty(current):
+                assert not penalty.add_gradient(current) and left == 0 and current == 0
+                continue
+            autograd, closed = _autograd_and_closed_form(penalty, params, current)
+            for n in params:
+                if len(penalty.active_keys(current)) == 1:  # (λF, θ*) exactly: the same roundings as autograd
+                    assert torch.equal(closed[n], autograd[n]), (mode, left, current, n)
+                else:  # merged anchors round differently: within 1e-6 of the largest gradient entry (float32)
+                    scale = autograd[n].abs().max()
+                    assert torch.allclose(closed[n], autograd[n], rtol=0, atol=1e-6 * scale), (mode, left, current, n)
+
+
+def test_closed_form_gradient_adds_to_the_existing_gradient_and_follows_new_anchors():
+    f = {0: torch.tensor([1.0, 0.5, 0.0]), 1: torch.tensor([2.0, 0.0, 1.0])}
+    theta, penalty = _setup(f, lam=4.0)
+    penalty.on_task_switch(0, 1)  # θ*_0 = (1, 2, 3)
+    with torch.no_grad():
+        theta.copy_(torch.tensor([2.0, 0.0, 10.0]))
+    theta.grad = torch.ones(3)
+    penalty.add_gradient(1)
+    assert torch.equal(theta.grad, torch.tensor([5.0, -3.0, 1.0]))  # 1 + λ F_0 (θ − θ*_0) = 1 + 4·(1, −1, 0)
+    penalty.on_task_switch(1, 2)  # θ*_1 = (2, 0, 10): the cached merge must be rebuilt
+    theta.grad = None
+    penalty.add_gradient(2)
+    # 4·[(1, 0.5, 0)·(1, −2, 7) + (2, 0, 1)·0] = (4, −4, 0)
+    assert torch.allclose(theta.grad, torch.tensor([4.0, -4.0, 0.0]), rtol=1e-6, atol=0)
+    state = penalty.state_dict()
+    penalty.load_state_dict({"anchors": {0: state["anchors"][0]}})  # loading drops the cache too
+    theta.grad = None
+    penalty.add_gradient(2)
+    assert torch.equal(theta.grad, torch.tensor([4.0, -4.0, 0.0]))  # one anchor: exact

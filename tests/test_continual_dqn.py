@@ -142,3 +142,71 @@ def test_ewc_network_and_plain_dqn_target(tiny_config):
     assert affine_shapes == [(32, 20, 20), (64, 9, 9), (128, 7, 7), (1024,), (18,)]
     assert model.q_net(torch.zeros(2, 4, 84, 84)).shape == (2, 18)
     stream.close()
+
+
+@pytest.fixture(scope="module")
+def ewc_anchored():
+    """Pong 100 → Breakout 100 with EWC: training Breakout under task 0's anchor."""
+    config = load_config(
+        REPO / "configs" / "tiny.yaml",
+        [
+            "sequence.segments=[{game: Pong, steps: 100}, {game: Breakout, steps: 100}]",
+            "method.name=ewc",
+            "method.ewc.batches=2",
+            "eval.enabled=false",
+        ],
+    )
+    stream, env = make_stream(config, config.sequence.build())
+    model = make_agent(config, env)
+    model.set_logger(configure(None, [""]))
+    model.learn(200)
+    yield model
+    stream.close()
+
+
+def test_lean_act_path_takes_predicts_actions_for_the_same_rng_state(ewc_anchored):
+    model = ewc_anchored
+    observations = [model.replay_buffer.sample(1).observations.numpy() for _ in range(30)]
+    model.exploration_rate = 0.3  # both branches: random draws and greedy forward passes
+    np.random.seed(5)
+    model.action_space.seed(5)
+    expected = [model.predict(obs, deterministic=False)[0] for obs in observations]
+    np.random.seed(5)
+    model.action_space.seed(5)
+    actions = [model._act(obs) for obs in observations]
+    for a, e in zip(actions, expected, strict=True):
+        assert a.shape == e.shape == (1,) and a.dtype == e.dtype and (a == e).all()
+    assert len({int(a[0]) for a in actions}) > 1
+
+
+def test_closed_form_ewc_update_gives_autograds_loss_and_gradients(ewc_anchored):
+    """One update's TD loss and gradients, penalty by autograd (plain) and added after backward (closed form)."""
+    model = ewc_anchored
+    assert model.current_task == 1 and isinstance(model.policy.optimizer, torch.optim.Adam)
+    assert model.policy.optimizer.defaults["fused"]  # the default optimiser: fused Adam
+    (ewc,) = model.methods
+    data = model._transitions(model.replay_buffer.sample(32))
+    with torch.no_grad():  # move θ away from the anchor so that the penalty's gradient is not zero
+        for p in model.shared_parameters().values():
+            p.add_(0.01 * torch.randn_like(p))
+
+    def gradients(closed_form: bool):
+        ewc.config.closed_form = closed_form
+        model.policy.optimizer.zero_grad()
+        td_loss = model._td_loss(data)
+        terms = ewc.penalty(1)
+        (td_loss + sum(terms.values())).backward()
+        ewc._logged_task = -1  # the next after_backward reports the anchor's value
+        stats = ewc.after_backward(1)
+        value = terms["task_0"] if terms else stats["penalty/task_0"]
+        grads = {n: p.grad.clone() for n, p in model.q_net.named_parameters() if p.grad is not None}
+        return td_loss.detach(), value.detach(), grads
+
+    try:
+        plain, fast = gradients(False), gradients(True)
+    finally:
+        ewc.config.closed_form = True
+    assert torch.equal(plain[0], fast[0]) and torch.equal(plain[1], fast[1]) and plain[1] > 0
+    assert plain[2].keys() == fast[2].keys()
+    for name in plain[2]:  # one anchor: bit for bit (tests/test_consolidation.py: within 1e-6 with several)
+        assert torch.equal(plain[2][name], fast[2][name]), name

@@ -12,6 +12,12 @@ Which log-likelihood is the Fisher's for a Q-network? A DQN defines no likelihoo
   the very target of its loss: Double DQN or not, n-step discounts included): the empirical Fisher of a unit-variance
   Gaussian around the TD target.
 MAS uses ‖Q(s, ·)‖²₂ and needs neither actions nor rewards.
+
+Speed (``closed_form``, default on): the penalty enters no autograd graph; ``after_backward`` adds its closed-form
+gradient λ Σ_k F_k ⊙ (θ − θ*_k) from two merged tensors per parameter (``QuadraticPenalty.add_gradient``), so an
+update costs the same with 1 or 10 anchors. Each anchor's value is computed only every ``log_every`` updates (and at
+the first update of a task) and returned as the statistic ``penalty/<term>``, which the agent logs as
+``train/penalty/<name>/<term>`` like any penalty term; it is then not part of ``train/loss``.
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ class MASConfig:
     batch_size: int = 32  # samples per such minibatch (the EWC paper: 32)
     min_task_steps: int = 0  # agent steps a task is trained before it gets an anchor (the EWC paper: 5M)
     normalize: bool = False  # divide each task's importance by its mean, so λ means the same for every game
+    closed_form: bool = True  # gradient of the merged anchors added after backward (False: autograd, anchor by anchor)
+    log_every: int = 100  # updates between the anchors' logged values, closed form only (and at a task's first update)
 
     def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.lam < 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
         for name in ("batches", "batch_size"):
@@ -82,9 +92,22 @@ class QuadraticMethod(ContinualMethod):
             min_task_steps=config.min_task_steps,
             task_steps=agent.task_steps,
         )
+        self._since_logged: int | None = None  # updates since the values were last logged (None: not on this task)
+        self._logged_task = -1
 
     def penalty(self, task: int) -> dict[str, torch.Tensor]:
-        return self.core.penalty(task)
+        return {} if self.config.closed_form else self.core.penalty(task)
+
+    def after_backward(self, task: int) -> Stats:
+        """Closed form: add the merged anchors' gradient; every ``log_every`` updates, each anchor's value."""
+        if not self.config.closed_form or not self.core.add_gradient(task):
+            return {}
+        if task != self._logged_task or self._since_logged is None or self._since_logged + 1 >= self.config.log_every:
+            self._logged_task, self._since_logged = task, 0
+            with torch.no_grad():
+                return {f"penalty/{key}": value for key, value in self.core.penalty(task).items()}
+        self._since_logged += 1
+        return {}
 
     def on_task_switch(self, left_task: int, entered_task: int) -> Stats:
         if self.agent.memory_size(left_task) == 0:  # its memory was freed (replay budget): nothing to measure on
