@@ -98,6 +98,7 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     out = tmp_path / "table"
     args = [str(TINY), "--methods", "finetune", "ewc", "--seeds", "1", "--jobs", "2", "--out", str(out)]
     args += ["--steps-scale", "0.4", "--reps", "500"]  # Pong 80 → Breakout 60 → Pong 60 agent steps
+    args += ["--set", "method.ewc.batches=4"]  # EWC's Fisher from 4 minibatches, not 100: seconds, not a minute
     assert main(args) == 0
     first = capsys.readouterr().out
     files = ["table.md", "table.csv", "table.json", "runs.csv", "references.csv"]
@@ -110,6 +111,7 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
 
     data = json.loads((out / "table.json").read_text())
     assert data["games"] == ["Pong", "Breakout"] and set(data["methods"]) == {"finetune", "ewc"}
+    assert load_config(out / "runs" / "ewc__seed0" / "config.yaml").method.ewc.batches == 4
     run = data["methods"]["ewc"]["runs"][0]
     assert np.array(run["retention_score"]).shape == (3, 2) and run["updates"] > 0 and run["seconds"] > 0
     reference = EventAccumulator(str(out / "runs" / "reference__Pong__seed0" / "tb"))

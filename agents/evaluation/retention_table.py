@@ -175,6 +175,7 @@ def plan_runs(
         raise TableError(f"--task-source must be fmn or oracle, got {task_source!r}")
     if not methods or not seeds:
         raise TableError("give at least one method and one seed")
+    methods, seeds = list(dict.fromkeys(methods)), list(dict.fromkeys(seeds))  # a run named twice is one run
     sequence = scaled_sequence(load_config(preset, list(overrides)).sequence.build(), steps_scale)
     overrides = [*overrides, f"run.threads={threads}"]
     specs = []
