@@ -584,11 +584,13 @@ def format_markdown(table: Table) -> str:
         lines.append(f"| {row.method} | " + " | ".join(cells) + f" | {cost} |")
     lines += ["", "Metrics: " + "; ".join(f"**{t}**: {d}" for t, d in METRICS.values()) + "."]
     lines += [COST_NOTE, ""]
-    lines += ["## Single-task references", "", "| game | agent steps | random | reference (mean of seeds) | seeds |"]
-    lines.append("|---|---|---|---|---|")
+    lines += ["## Single-task references", ""]
+    lines.append("| game | agent steps | random | reference (mean of seeds) | reference − random | seeds |")
+    lines.append("|---" * 6 + "|")
     for (game, steps), ref in zip(steps_per_game(table.sequence).items(), table.reference_mean(), strict=True):
-        seeds = ", ".join(f"{v:.1f}" for v in table.reference[game])
-        lines.append(f"| {game} | {steps:,} | {table.random[game]:.1f} | {ref:.1f} | {seeds} |")
+        seeds = ", ".join(f"{v:.2f}" for v in table.reference[game])
+        rnd = table.random[game]
+        lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if s.get("command"):
