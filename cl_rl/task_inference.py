@@ -10,10 +10,9 @@ What we keep from the paper's flat variant:
   Bayesian counts c_k[p, v]; its predictive probability of a frame x is
       p_k(x) = Π_p (c_k[p, x_p] + α) / (n_k + L α)                                                         (1)
   with n_k the frames it has absorbed and L the number of levels. Models see every ``update_every``-th (4th) frame.
-- Models compete over a window of such frames, each scored *as if* it absorbed the window's frames one after the
-  other (sequential Bayesian predictive); the maximum a-posteriori model wins the window and keeps its updates, all
-  others revert (free here: only the winner's counts are ever written). A uniform hold-out model (no counts) always
-  competes; when it wins, its window becomes a new task's model.
+- Models compete over a window of such frames; the maximum a-posteriori model wins the window and absorbs its frames
+  (only the winner's counts are ever written). A hold-out model always competes; when it wins, its window becomes a
+  new task's model.
 
 Where we depart from the paper, and why (issue 18: on other games than the five it was tuned on, the continuous
 variant merged games, opened new tasks on revisits and on a game's later phases, and switched spuriously):
@@ -28,6 +27,19 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
   the agent learns: they come before the agent has done much), while a game's later phases (day/night, levels,
   scrolling scenery) never enter the competition. So long stays add no task, and the counts stay sharp enough that a
   different game's start screens cost thousands of nats more under them than under the hold-out.
+- **Scores are per-feature mixtures** (eq. 2). With the paper's product of eq. (1) over features, a vague model
+  wins: a model that has absorbed one window (small n_k) pays little anywhere, and the uniform hold-out pays for
+  learning every background feature (MinAtar: ~1000 off cells), more than a known model of another game pays for the
+  few cells that differ, so games merged. Here each feature's window likelihood is
+      L_k(p) = (1 − ε) Π_j p_k(x_jp) + ε KT_p,                                                               (2)
+  with p_k eq. (1) with a small α (sharp from one frame) and KT_p the window's own sequential Krichevsky–Trofimov
+  predictive of the feature (what a model that knew nothing would pay). A task uses ε_k = ``task_novelty`` (tiny):
+  each feature where a window looks unlike the task costs ~log(1/ε_k). The hold-out's model is, per feature, the mean
+  over tasks of Π_j p_k(x_jp) (a new game may look like any known game in each feature, e.g. a black background), with
+  ε_h chosen so that ``novel_features`` novel features pay for its (1 − ε_h) on every other feature:
+      F log((1 − ε_k)/(1 − ε_h)) = N log(ε_h/ε_k).                                                            (3)
+  So a window opens a new task when it shows about N features that no known task explains (plus what the hold-out
+  loses where the tasks disagree), whatever the number of features F.
 - The switch prior is flat: a switch can happen only at an episode start, where the current task has prior
   1 − ``switch_prior`` and each alternative (other tasks and the hold-out) an equal share of ``switch_prior``.
 - ``count_cap`` bounds n_k by rescaling a model's counts, so the model follows slow drift of its start screens.
@@ -35,12 +47,14 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
   padded) are modelled per cell and channel (L = 2: the cell is on or off; padded channels are always off and cost
   nothing under any model), without downscaling.
 
-The cost per agent step is, on average, one window of ``window`` gathers over (tasks × pixels) per episode: well under
-1% of the ALE's ~0.5 ms per agent step (``scripts/bench_task_inference.py`` measures it per stream).
+The cost per agent step is, on average, one window of ``window`` gathers and mixtures over (tasks × features) per
+episode: ~14 µs per Atari agent step (well under 1% of the ALE's); MinAtar's short episodes (Breakout: 6 steps) open
+a window every few steps and cost 60–140 µs per step (``scripts/bench_task_inference.py`` measures it per stream).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -54,11 +68,12 @@ class FMNSettings:
     levels: int = 8  # quantised intensities per pixel (the paper: 8)
     update_every: int = 4  # agent steps between model frames (the paper: every 4th step)
     window: int = 8  # model frames per decision window, from each episode's start (the paper: 4)
-    alpha: float = 0.5  # Dirichlet pseudo-count per level (0.5: the Krichevsky–Trofimov estimator)
+    alpha: float = 0.01  # Dirichlet pseudo-count per level of a task's counts (small: models are sharp from one frame)
     switch_prior: float = 0.5  # prior probability that an episode starts another task than the current one
     count_cap: int = 2000  # frames a model's counts represent at most (0: unbounded)
     margin: float = 1000.0  # nats by which the MAP model must lead to decide before the window is full
-    holdout_prior: float = 2.0  # frames' worth of the pooled tasks' counts in the hold-out's prior (0: uniform)
+    novel_features: float = 8.0  # features a window must show beyond every known task's for a new task (eq. 3)
+    task_novelty: float = 1e-8  # ε_k: prior probability that a task's feature shows values it never showed (eq. 2)
     grid_max: int = 16  # observations at most grid_max × grid_max (MinAtar) are modelled per cell and channel
 
     def __post_init__(self) -> None:
@@ -71,10 +86,26 @@ class FMNSettings:
             raise ValueError(f"task.fmn.alpha must be > 0, got {self.alpha}")
         if not 0.0 < self.switch_prior < 1.0:
             raise ValueError(f"task.fmn.switch_prior must lie in (0, 1), got {self.switch_prior}")
-        if self.holdout_prior < 0:
-            raise ValueError(f"task.fmn.holdout_prior must be >= 0, got {self.holdout_prior}")
+        if self.novel_features <= 0:
+            raise ValueError(f"task.fmn.novel_features must be > 0, got {self.novel_features}")
+        if not 0.0 < self.task_novelty < 1e-3:
+            raise ValueError(f"task.fmn.task_novelty must lie in (0, 0.001), got {self.task_novelty}")
         if self.count_cap < 0:
             raise ValueError(f"task.fmn.count_cap must be >= 0 (0: unbounded), got {self.count_cap}")
+
+
+def holdout_novelty(n_features: int, novel_features: float, task_novelty: float) -> float:
+    """ε_h of eq. (3): the hold-out's novelty weight at which ``novel_features`` novel features pay for the rest.
+
+    Solves  F · log((1 − ε_k) / (1 − ε_h)) = N · log(ε_h / ε_k)  for ε_h ∈ (ε_k, 1) by bisection (the left side
+    grows and the right side's growth slows with ε_h, so the difference has one root).
+    """
+    lo, hi = task_novelty, 1.0 - 1e-12
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        gap = novel_features * math.log(mid / task_novelty) - n_features * math.log((1 - task_novelty) / (1 - mid))
+        lo, hi = (mid, hi) if gap > 0 else (lo, mid)
+    return lo
 
 
 def downscale_quantize(frame: np.ndarray, size: int, levels: int) -> np.ndarray:
@@ -106,6 +137,9 @@ def frame_features(observation: np.ndarray, settings: FMNSettings) -> tuple[np.n
     return downscale_quantize(frame, settings.size, settings.levels), settings.levels
 
 
+KT_ALPHA = 0.5  # the novelty component's pseudo-count per level (Krichevsky–Trofimov)
+
+
 class FlatFMN:
     """Infers a task id for every observation; a ``cl_rl.task_source.TaskSource``.
 
@@ -124,7 +158,8 @@ class FlatFMN:
         self._window_loglik = np.zeros(1)  # one per task, then the hold-out
         self._deciding = False  # the open window has not decided the episode's task yet
         self._window_open = False  # the episode's first ``window`` model frames are still being collected
-        self._holdout_prior = np.zeros((0, 0), np.float32)
+        self._log_p = np.zeros((0, 0, 0), np.float32)  # log of eq. (1)'s per-feature predictive, per task
+        self._eps_h: tuple[tuple, float] = ((), 0.0)  # (features, novel_features, task_novelty) → ε_h
 
     # --- TaskSource ---------------------------------------------------------------------------------------------
     @property
@@ -159,42 +194,50 @@ class FlatFMN:
         if not self.levels:
             self.levels = levels
             self.counts = np.zeros((0, x.size, levels), dtype=np.float32)
+            self._log_p = np.zeros((0, x.size, levels), np.float32)
         if (x.size, levels) != self.counts.shape[1:]:
             raise ValueError(
                 f"observation of shape {observation.shape} gives {x.size} features × {levels} levels, but the task "
                 f"models have {self.counts.shape[1]} × {self.counts.shape[2]}: one task source serves one kind of game"
             )
         if self._deciding:
-            self._score(x, levels)
+            self._score(x)
         self._window_frames.append(x)
 
-    def _score(self, x: np.ndarray, levels: int) -> None:
-        """Add ``x``'s sequential predictive log-probability (eq. 1) under every model to the window's score."""
-        alpha, j = self.settings.alpha, len(self._window_frames)
+    def _score(self, x: np.ndarray) -> None:
+        """Add ``x`` to the window's per-feature log-likelihoods: under each task's counts (eq. 1) and under the
+        window's own sequential Krichevsky–Trofimov predictive (the novelty component); then score the window."""
+        features, j = np.arange(x.size), len(self._window_frames)
         if j == 0:
-            self._window_loglik = np.zeros(self.n_tasks + 1)
-            self._holdout_prior = self._pooled_prior()
-        # Counts of x's values among the window's earlier frames (plus α): the same for every model.
-        within = np.full(x.size, alpha, dtype=np.float32)
-        for earlier in self._window_frames:
-            within += earlier == x
-        log_norm = x.size * np.log(np.append(self.totals, 0.0) + j + levels * alpha)
+            self._feature_loglik = np.zeros((self.n_tasks, x.size), np.float32)
+            self._novel_loglik = np.zeros(x.size, np.float32)
+            self._window_hist = np.zeros((x.size, self.levels), np.float32)
         if self.n_tasks:
-            seen = self.counts[:, np.arange(x.size), x]  # (tasks, features)
-            seen += within
-            self._window_loglik[:-1] += np.log(seen).sum(axis=1, dtype=np.float64)
-        holdout = self._holdout_prior[np.arange(x.size), x] + within
-        self._window_loglik[:-1] -= log_norm[:-1]
-        holdout_norm = self._holdout_prior[0].sum() + j + levels * alpha
-        self._window_loglik[-1] += np.log(holdout).sum(dtype=np.float64) - x.size * np.log(holdout_norm)
+            self._feature_loglik += self._log_p[:, features, x]
+        hist = self._window_hist[features, x]
+        self._novel_loglik += np.log((hist + KT_ALPHA) / (j + self.levels * KT_ALPHA))
+        self._window_hist[features, x] = hist + 1
+        self._window_loglik = self._mixture_loglik()
 
-    def _pooled_prior(self) -> np.ndarray:
-        """The hold-out's extra Dirichlet pseudo-counts: ``holdout_prior`` frames' worth of all tasks' pooled counts."""
-        if not self.n_tasks or not self.settings.holdout_prior:
-            return np.zeros(self.counts.shape[1:], np.float32)
-        # At most half the frames the pool holds: the hold-out must stay vaguer than the tasks it is pooled from.
-        mass = min(self.settings.holdout_prior, self.totals.sum() / 2)
-        return (mass * self.counts.sum(axis=0) / self.totals.sum()).astype(np.float32)
+    def _mixture_loglik(self) -> np.ndarray:
+        """Window log-likelihood of each task and of the hold-out (last), eq. (2): per feature, a two-component
+        mixture of the model's predictive (weight 1 − ε) and the window's own (weight ε). The hold-out's model is,
+        per feature, the mean over tasks of their window likelihoods: a new game may look like any known game in
+        each feature, and pays ε_h (eq. 3) for each feature where it looks like none."""
+        if not self.n_tasks:  # the hold-out alone
+            return np.array([float(self._novel_loglik.sum())])
+        eps_k, eps_h = self.settings.task_novelty, self._holdout_novelty()
+        pool = np.logaddexp.reduce(self._feature_loglik, axis=0) - np.log(self.n_tasks)
+        tasks = np.logaddexp(np.log1p(-eps_k) + self._feature_loglik, np.log(eps_k) + self._novel_loglik)
+        holdout = np.logaddexp(np.log1p(-eps_h) + pool, np.log(eps_h) + self._novel_loglik)
+        return np.append(tasks.sum(axis=1, dtype=np.float64), holdout.sum(dtype=np.float64))
+
+    def _holdout_novelty(self) -> float:
+        """ε_h for this kind of observation (computed once)."""
+        key = (self.counts.shape[1], self.settings.novel_features, self.settings.task_novelty)
+        if self._eps_h[0] != key:
+            self._eps_h = (key, holdout_novelty(*key))
+        return self._eps_h[1]
 
     def log_prior(self) -> np.ndarray:
         """log prior of each task and of the hold-out (last) for the decision at an episode start."""
@@ -218,6 +261,7 @@ class FlatFMN:
         winner = int(np.argmax(self._window_loglik + self.log_prior()))
         if winner == self.n_tasks:
             self.counts = np.concatenate([self.counts, np.zeros((1, *self.counts.shape[1:]), np.float32)])
+            self._log_p = np.concatenate([self._log_p, np.zeros((1, *self._log_p.shape[1:]), np.float32)])
             self.totals = np.append(self.totals, 0.0)
         self.current, self._deciding = winner, False
 
@@ -232,6 +276,12 @@ class FlatFMN:
             self.counts[row] *= cap / self.totals[row]
             self.totals[row] = cap
         self._window_frames, self._window_open = [], False
+        self._refresh_log_p(row)
+
+    def _refresh_log_p(self, row: int) -> None:
+        """Cache task ``row``'s log predictive (eq. 1) for the next windows."""
+        alpha = self.settings.alpha
+        self._log_p[row] = np.log((self.counts[row] + alpha) / (self.totals[row] + self.levels * alpha))
 
     # --- state --------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -245,7 +295,6 @@ class FlatFMN:
             "deciding": self._deciding,
             "window_open": self._window_open,
             "window_frames": [x.copy() for x in self._window_frames],
-            "window_loglik": self._window_loglik.copy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -267,5 +316,14 @@ class FlatFMN:
         self.steps_in_episode = int(state["steps_in_episode"])
         self._deciding = bool(state["deciding"])
         self._window_open = bool(state["window_open"])
-        self._window_frames = [np.asarray(x, dtype=np.int64) for x in state["window_frames"]]
-        self._window_loglik = np.asarray(state["window_loglik"], dtype=np.float64).copy()
+        self._log_p = np.zeros_like(self.counts)
+        for row in range(self.n_tasks):
+            self._refresh_log_p(row)
+        # The open window's scores are recomputed from its frames (they depend only on the counts, which it has not
+        # touched yet).
+        frames = [np.asarray(x, dtype=np.int64) for x in state["window_frames"]]
+        self._window_frames = []
+        for x in frames:
+            if self._deciding:
+                self._score(x)
+            self._window_frames.append(x)
