@@ -42,16 +42,10 @@ class RunConfig:
     # threads wait on each other's turn (docs/SPEED.md, "Torch threads"; scripts/bench_threads.py). Raise it on a
     # many-core machine of your own or for a wider network.
     threads: int = 1
-    # torch intra-op CPU threads (0: torch's default, one per core). 1 because on this project's 2-core machine one
-    # thread was faster in every case measured, and several times faster when other jobs share the cores: torch's
-    # threads wait on each other's turn (docs/SPEED.md, "Torch threads"; scripts/bench_threads.py). Raise it on a
-    # many-core machine of your own or for a wider network.
-    threads: int = 1
 
     def __post_init__(self) -> None:
         _at_least("run.checkpoint_every", self.checkpoint_every, 0)
         _at_least("run.keep_checkpoints", self.keep_checkpoints, 0)
-        _at_least("run.threads", self.threads, 0)
         _at_least("run.threads", self.threads, 0)
 
 
