@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
 
 from agents.sb3.networks import TaskModulatedCNN, TaskModulatedQNetwork
 from cl_rl.task_modulation import add_task, set_task, task_affine_layers, using_task
@@ -24,6 +25,15 @@ class ContinualDQNPolicy(DQNPolicy):
         kwargs.setdefault("net_arch", [])
         self.network, self.gains = network, gains
         super().__init__(*args, **kwargs)
+        self.mode_matters = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in self.modules())
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Record the mode without walking every module: these networks have no batch norm or dropout, so train and
+        eval mode compute the same thing, and SB3 sets the mode twice per agent step when it trains every step
+        (``collect_rollouts`` and ``train``), which cost ~8% of a MinAtar step (docs/SPEED.md)."""
+        if getattr(self, "mode_matters", True):
+            super().set_training_mode(mode)
+        self.training = mode
 
     def make_q_net(self) -> TaskModulatedQNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
