@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every segment's length (smoke runs)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of each interval (50000)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: build the table from the runs finished so far (a table still running or cut short)",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("runs") / "retention" / f"{args.preset.stem}__{args.task_source}"
 
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set, args.threads
         )
         print(f"{len(specs)} runs in {out} ({args.jobs} at a time, {args.threads} thread(s) each)")
-        run_all(specs, out, args.jobs, log=lambda line: print(line, flush=True))
+        if not args.report_only:
+            run_all(specs, out, args.jobs, log=lambda line: print(line, flush=True))
         settings = {
             "preset": str(args.preset),
             "methods": args.methods,
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "overrides": args.set,
             "command": shlex.join(["python", "scripts/bench_retention.py", *(sys.argv[1:] if argv is None else argv)]),
         }
-        table = build_table(out, sequence, specs, args.reps, settings)
+        table = build_table(out, sequence, specs, args.reps, settings, finished_only=args.report_only)
         written = write_table(table, out)
     except (TableError, ConfigError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -42,20 +42,20 @@ def test_every_registered_method_is_known_and_selected_by_its_overrides():
 def test_plan_has_every_method_seed_and_a_reference_per_game_as_long_as_the_game_in_the_sequence():
     sequence, specs = plan_runs(TINY, ["finetune", "ewc"], [0, 1], "fmn", steps_scale=0.5, threads=2)
     assert [(s.game, s.steps) for s in sequence.segments] == [("Pong", 100), ("Breakout", 75), ("Pong", 75)]
-    assert [s.name for s in specs] == [
-        "finetune__seed0",
-        "finetune__seed1",
-        "ewc__seed0",
-        "ewc__seed1",
+    assert [s.name for s in specs] == [  # seed by seed, references first: a table cut short is whole at its seeds
         "reference__Pong__seed0",
-        "reference__Pong__seed1",
         "reference__Breakout__seed0",
+        "finetune__seed0",
+        "ewc__seed0",
+        "reference__Pong__seed1",
         "reference__Breakout__seed1",
+        "finetune__seed1",
+        "ewc__seed1",
     ]
-    ewc = specs[3].config
+    ewc = specs[7].config
     assert (ewc.method.name, ewc.run.seed, ewc.task.source, ewc.run.threads) == ("ewc", 1, "fmn", 2)
     assert ewc.sequence.build() == sequence
-    pong = specs[4].config
+    pong = specs[0].config
     assert pong.sequence.build().to_list() == [{"game": "Pong", "steps": 175}]
     assert (pong.method.name, pong.task.source) == ("none", "oracle")
     with pytest.raises(TableError, match="steps-scale"):
@@ -123,10 +123,16 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     pong = (np.array(run["retention_score"])[:, 0] - -20.7) / (data["reference"]["Pong"]["mean"] - -20.7)
     assert np.array(run["retention_normalised"])[:, 0] == pytest.approx(pong)
 
-    # Second call: the ewc run and the references are reused as they are; finetune, cut before its last segment's
-    # checkpoint, is resumed.
+    # --report-only trains nothing and builds the table from the finished runs, saying which seeds are missing.
     finetune = out / "runs" / "finetune__seed0"
     (finetune / MARKER).unlink()
+    assert main([*args, "--report-only"]) == 0
+    partial = capsys.readouterr().out
+    assert "partial table" in partial and "finetune 0/1" in partial and "| ewc |" in partial
+    assert "| finetune |" not in partial and "reused" not in partial and "train    " not in partial
+
+    # Second call: the ewc run and the references are reused as they are; finetune, cut before its last segment's
+    # checkpoint, is resumed.
     (finetune / "checkpoints" / "step_0000000200.zip").unlink()
     kept = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("[er]*/checkpoints/*.zip")}
     assert main(args) == 0

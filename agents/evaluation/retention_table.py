@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def plan_runs(
     overrides: Sequence[str] = (),
     threads: int = 1,
 ) -> tuple[GameSequence, list[RunSpec]]:
-    """The sequence and every run of the table: methods × seeds, then each game's reference × seeds.
+    """The sequence and every run of the table, seed by seed: each game's reference, then every method.
 
     ``threads``: torch threads of each run (``run.threads``).
     """
@@ -179,17 +180,18 @@ def plan_runs(
     sequence = scaled_sequence(load_config(preset, list(overrides)).sequence.build(), steps_scale)
     overrides = [*overrides, f"run.threads={threads}"]
     specs = []
-    for method in methods:
-        chosen = method_overrides(method)
-        for seed in seeds:
-            config = _config(preset, [*overrides, *chosen, f"task.source={task_source}"], method, seed)
-            specs.append(RunSpec(f"{method}__seed{seed}", method, seed, _with_sequence(config, sequence)))
-    for game, steps in steps_per_game(sequence).items():
-        alone = GameSequence((Segment(game, steps),))
-        for seed in seeds:  # one game is one task: its true id; no method protects anything
+    # Seed-major, references first: a table cut short (or grown across sessions) has every method and its
+    # normalisation at the seeds it reached, rather than some methods at every seed and others at none.
+    for seed in seeds:
+        for game, steps in steps_per_game(sequence).items():
+            alone = GameSequence((Segment(game, steps),))  # one game is one task: its true id; nothing to protect
             name = f"{REFERENCE}__{_safe(game)}"
             config = _config(preset, [*overrides, *method_overrides(FINETUNE), "task.source=oracle"], name, seed)
             specs.append(RunSpec(f"{name}__seed{seed}", REFERENCE, seed, _with_sequence(config, alone), game))
+        for method in methods:
+            chosen = [*method_overrides(method), f"task.source={task_source}"]
+            config = _config(preset, [*overrides, *chosen], method, seed)
+            specs.append(RunSpec(f"{method}__seed{seed}", method, seed, _with_sequence(config, sequence)))
     return sequence, specs
 
 
@@ -497,9 +499,25 @@ class Table:
 
 
 def build_table(
-    out: Path, sequence: GameSequence, specs: Sequence[RunSpec], reps: int = 50_000, settings: dict | None = None
+    out: Path,
+    sequence: GameSequence,
+    specs: Sequence[RunSpec],
+    reps: int = 50_000,
+    settings: dict | None = None,
+    finished_only: bool = False,
 ) -> Table:
-    """Read every run of ``specs`` back from ``out`` and compute each method's metrics."""
+    """Read every run of ``specs`` back from ``out`` and compute each method's metrics.
+
+    ``finished_only``: build from the runs finished so far (a table still running, or grown across sessions); the
+    notes say how many seeds each method has.
+    """
+    if finished_only:
+        planned = Counter(s.method for s in specs)
+        specs = [s for s in specs if run_state(run_dir_of(out, s), s.config) == "finished"]
+        have = Counter(s.method for s in specs)
+        missing_references = [g for g in sequence.games if not any(s.game == g for s in specs)]
+        if missing_references:
+            raise TableError(f"no finished single-task reference yet for {', '.join(missing_references)}")
     games = list(sequence.games)
     random = {game: random_score(game) for game in games}
     reference: dict[str, list[float]] = {game: [] for game in games}
@@ -510,6 +528,10 @@ def build_table(
             reference[str(spec.game)].append(float(run.scores[-1, 0]))
             reference_runs.append(run)
     table = Table(sequence, random, reference, reference_runs, [], dict(settings or {}), preset_notes(sequence))
+    if finished_only:
+        short = [f"{m} {have[m]}/{n}" for m, n in planned.items() if have[m] < n]
+        if short:
+            table.notes.append(f"partial table, finished seeds of planned: {', '.join(short)}")
     low = [g for g, ref in zip(games, table.reference_mean(), strict=True) if not ref > random[g]]
     if low:
         table.notes.append(f"single-task reference not above random on {', '.join(low)}: normalised scores undefined")

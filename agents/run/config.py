@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import yaml
 
+from agents.sb3.networks import NETWORK_FAMILY
 from cl_rl.frame_replay import FrameReplay
 from cl_rl.methods import NONE, REGISTRY, parse_method_names
 from cl_rl.task_inference import FMNSettings
-from envs.atari import AtariSettings
+from envs.game_env import EnvSettings, observation_shape
 from envs.games import canonical_game
 from envs.sequence import GameSequence, Segment, random_sequence
 
@@ -84,12 +85,16 @@ class SequenceConfig:
                 segments.append(Segment(canonical_game(str(seg["game"])), seg["steps"]))
             except ValueError as err:
                 raise ConfigError(f"sequence.segments[{i}].game: {err}") from err
-        return GameSequence(segments)
+        try:
+            return GameSequence(segments)
+        except ValueError as err:  # games of both families
+            raise ConfigError(f"sequence.segments: {err}") from err
 
 
 @dataclass
 class AgentConfig:
-    network: Literal["nature", "ewc"] = "nature"  # Nature CNN, or the EWC paper's conv 32/64/128 + fc 1024
+    # Atari: Nature CNN, or the EWC paper's conv 32/64/128 + fc 1024; MinAtar: the MinAtar paper's conv 16 + fc 128
+    network: Literal["nature", "ewc", "minatar"] = "nature"
     gains: Literal["element", "channel"] = "element"  # shape of the per-task gains/biases of conv layers
     double_dqn: bool = True  # Double-DQN target (van Hasselt et al. 2016), as the EWC paper's agent
     learning_rate: float = 1e-4  # Adam step size
@@ -104,7 +109,8 @@ class AgentConfig:
     exploration_final_eps: float = 0.01  # ε after annealing
     exploration_steps: int = 1_000_000  # agent steps of annealing, counted per task
     max_grad_norm: float = 10.0  # gradient clipping
-    # replay storage: 'frames' stores each frame once (~7 KB per 84×84 transition); 'sb3' is SB3's ReplayBuffer (56 KB)
+    # replay storage: 'frames' stores each frame once (~7 KB per 84×84 transition); 'sb3' is SB3's ReplayBuffer (56 KB;
+    # 2 KB per MinAtar transition, whose grids are not frame stacks: MinAtar needs 'sb3')
     replay: Literal["frames", "sb3"] = "frames"
     replay_memory_gb: float = 0.0  # budget for all tasks' buffers together, GiB (0: none); oldest tasks freed first
 
@@ -136,6 +142,7 @@ def _method_config_class() -> type:
     fields = [("name", str, field(default=NONE))]
     fields += [(name, spec.settings, field(default_factory=spec.settings)) for name, spec in REGISTRY.items()]
     cls = dataclasses.make_dataclass("MethodConfig", fields, namespace={"__post_init__": check})
+    cls.__module__ = __name__  # so that pickle finds it as agents.run.config.MethodConfig
     cls.__doc__ = (
         "The continual-learning method: `name` is none (fine-tuning), a registered method or several joined by '+'; "
         "each method's settings are in the section of its name (defaults: its dataclass in cl_rl/methods)."
@@ -178,7 +185,7 @@ class EvalConfig:
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
-    env: AtariSettings = field(default_factory=AtariSettings)
+    env: EnvSettings = field(default_factory=EnvSettings)  # ALE preprocessing; env.minatar: MinAtar games' settings
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)  # type: ignore[valid-type]
@@ -215,18 +222,40 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             "method.<name>, e.g. method.ewc.lam: 400 (see README, 'Methods')"
         )
     config = _build(Config, data, "")
-    config.sequence.build()  # validates games and steps now rather than at the first switch
+    sequence = config.sequence.build()  # validates games and steps now rather than at the first switch
+    _check_game_family(config, sequence)
     _check_replay_budget(config)
     return config
 
 
+def _check_game_family(config: Config, sequence: GameSequence) -> None:
+    """Refuse the settings that cannot play the sequence's family of games (ALE frames or MinAtar grids)."""
+    family, a = sequence.family, config.agent
+    if NETWORK_FAMILY[a.network] != family:
+        fits = sorted(name for name, f in NETWORK_FAMILY.items() if f == family)
+        shape = "x".join(map(str, observation_shape(family, config.env)))
+        raise ConfigError(
+            f"agent.network={a.network!r} is sized for {NETWORK_FAMILY[a.network]} games, but the sequence plays "
+            f"{family} games ({sequence.games[0]}, ... with {shape} observations): set agent.network to "
+            f"{' or '.join(map(repr, fits))}"
+        )
+    if family != "minatar":
+        return
+    if a.replay == "frames":
+        raise ConfigError(
+            "agent.replay='frames' stores stacks of single frames, but a MinAtar observation is one 10×10 grid of 10 "
+            "object channels (no frame stack): set agent.replay: sb3 for MinAtar games"
+        )
+
+
 def replay_bytes_per_task(config: Config) -> int:
     """Bytes one task's replay buffer allocates with this config's observation shape and buffer size."""
-    a, e = config.agent, config.env
-    frame = e.screen_size * e.screen_size
+    a = config.agent
+    shape = observation_shape(config.sequence.build().family, config.env)
     if a.replay == "frames":
-        return FrameReplay.bytes_needed(a.buffer_size, (e.frame_stack, e.screen_size, e.screen_size))
-    return a.buffer_size * (2 * e.frame_stack * frame + 8 + 4 + 4 + 4)  # obs, next_obs, action, reward, done, timeout
+        return FrameReplay.bytes_needed(a.buffer_size, shape)
+    obs_bytes = shape[0] * shape[1] * shape[2]  # uint8
+    return a.buffer_size * (2 * obs_bytes + 8 + 4 + 4 + 4)  # obs, next_obs, action, reward, done, timeout
 
 
 def _check_replay_budget(config: Config) -> None:
