@@ -3,11 +3,14 @@
 
 Variants alternate within one process (several repeats, medians): sb3 (SB3's DQN and Atari wrappers), plain
 (ContinualDQN, oracle task, no consolidation, frame replay), full (task inference, per-task buffers, EWC with two
-earlier anchors); plain_sb3_replay (plain with SB3's ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
+earlier anchors), full8 (the same after eight earlier games: eight anchors); plain_sb3_replay (plain with SB3's
+ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
 
     python scripts/bench_speed.py [--steps 1000] [--repeats 3] [--game Pong] [--warmup 200] [--threads 2]
+    python scripts/bench_speed.py --minatar --variants sb3,plain,full    # MinAtar network, one update per step
 
-The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>`.
+The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
+it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import sys
 
 import torch
 
-from agents.bench.speed_benchmark import VARIANTS, BenchSettings, VariantResult, format_report, run_benchmark
+from agents.bench.speed_benchmark import (
+    VARIANTS,
+    BenchSettings,
+    VariantResult,
+    format_report,
+    run_benchmark,
+    time_update_levers,
+)
 from envs.games import UnknownGameError
 
 
@@ -39,7 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds over all variants (medians are reported) (default: %(default)s)"
     )
-    parser.add_argument("--game", default=defaults.game, help="the timed game (default: %(default)s)")
+    parser.add_argument("--game", default=None, help="the timed game (default: Pong; MinAtar/Breakout with --minatar)")
+    parser.add_argument(
+        "--minatar",
+        action="store_true",
+        help="MinAtar: its network for both, one update per agent step, DQN targets (BenchSettings.for_minatar)",
+    )
+    parser.add_argument(
+        "--task-source",
+        default=defaults.task_source,
+        choices=("fmn", "oracle"),
+        help="task ids of the full variants (default: %(default)s)",
+    )
     parser.add_argument(
         "--warmup",
         type=int,
@@ -75,11 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--variants",
-        default="sb3,plain,full",
+        default="sb3,plain,full,full8",
         help=f"comma-separated, from {', '.join(VARIANTS)} (default: %(default)s)",
     )
     parser.add_argument(
         "--device", default=defaults.device, help="torch device: auto | cpu | cuda (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="instead: ms per update with each lever on or off (Adam kinds, EWC autograd/closed form, joint forward)",
     )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
     args = parser.parse_args(argv)
@@ -90,25 +116,33 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--variants must include sb3, plain and full, from {', '.join(VARIANTS)}; got {variants}")
         if args.repeats < 1 or args.threads < 1:
             raise ValueError(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
-        settings = BenchSettings(
-            game=args.game,
+        make = BenchSettings.for_minatar if args.minatar else BenchSettings
+        settings = make(
+            **({"game": args.game} if args.game else {}),
+            task_source=args.task_source,
             seed=args.seed,
             steps=args.steps,
             warmup=args.warmup,
             buffer_size=args.buffer_size,
             learning_starts=args.learning_starts,
             setup_steps=args.setup_steps,
-            double_dqn=not args.no_double_dqn,
+            **({"double_dqn": False} if args.no_double_dqn else {}),
             device=args.device,
         )
     except (ValueError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    if args.levers:
+        print(f"ms per update, {settings.network} network, batch 32, torch threads {torch.get_num_threads()}:")
+        for name, ms in time_update_levers(settings.network).items():
+            print(f"  {name:<45} {ms:8.2f}")
+        return 0
     print(
         f"{settings.game}, seed {settings.seed}: {settings.steps} timed agent steps per run after "
         f"{settings.learning_starts} + {settings.warmup} warm-up; batch {settings.batch_size}, one update per "
-        f"{settings.train_freq} steps, buffer {settings.buffer_size:,}, Nature CNN, 18 actions, ε={settings.epsilon}, "
+        f"{settings.train_freq} steps, buffer {settings.buffer_size:,}, {settings.network} network, "
+        f"ε={settings.epsilon}, "
         f"{'Double DQN' if settings.double_dqn else 'DQN'} target for this agent; "
         f"{args.repeats} repeat(s) of {', '.join(variants)}",
         flush=True,

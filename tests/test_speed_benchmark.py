@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+import torch
+from gymnasium import spaces
 
-from agents.bench.speed_benchmark import BenchSettings, Stopwatch, agent_config, ewc_protocol_bytes
+from agents.bench.speed_benchmark import (
+    BenchSettings,
+    MinAtarCNN,
+    Stopwatch,
+    agent_config,
+    ewc_protocol_bytes,
+    setup_games,
+    time_update_levers,
+)
+from agents.sb3.networks import TaskModulatedCNN
 from scripts.bench_speed import main
 
 LAST_LINE = re.compile(r"^ratio_full_vs_sb3=(\S+) ratio_plain_vs_sb3=(\S+) steps_per_s_full=(\S+)$")
@@ -24,6 +36,33 @@ def test_full_config_plays_two_setup_games_with_task_inference_and_ewc() -> None
     assert (full.task.source, full.method.name, full.agent.replay) == ("fmn", "ewc", "frames")
     assert [seg.game for seg in plain.sequence.build().segments] == ["Pong"]
     assert (plain.task.source, plain.method.name) == ("oracle", "none")
+
+
+def test_eight_anchor_variant_plays_eight_other_games_first() -> None:
+    s = BenchSettings(setup_steps=50, learning_starts=64, buffer_size=500)
+    games = [seg.game for seg in agent_config(s, full=True, anchors=8).sequence.build().segments]
+    assert len(set(games[:-1])) == 8 and games[-1] == "Pong" and "Pong" not in games[:-1]
+    assert setup_games(s, 2) == ("Breakout", "Freeway")
+
+
+def test_minatar_mode_gives_both_agents_the_same_network_and_one_update_per_step() -> None:
+    minatar = pytest.importorskip("envs.minatar")
+    s = BenchSettings.for_minatar(setup_steps=50, learning_starts=64, buffer_size=500)
+    full = agent_config(s, full=True)
+    assert [seg.game for seg in full.sequence.build().segments] == [
+        "MinAtar/SpaceInvaders",
+        "MinAtar/Freeway",
+        "MinAtar/Breakout",
+    ]
+    a = full.agent
+    assert (a.network, a.replay, a.train_freq, a.double_dqn) == ("minatar", "sb3", 1, False)
+    space = spaces.Box(0, 255, minatar.OBSERVATION_SHAPE, np.uint8)
+    stock, ours = MinAtarCNN(space), TaskModulatedCNN(space, network="minatar")
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    shapes = [[p.shape for m in n.modules() if isinstance(m, layers) for p in m.parameters()] for n in (stock, ours)]
+    assert shapes[0] == shapes[1] and stock.features_dim == ours.features_dim == 128
+    with pytest.raises(ValueError, match="does not fit"):
+        BenchSettings(game="MinAtar/Breakout")
 
 
 def test_frame_replay_needs_far_less_memory_for_the_ewc_protocol() -> None:
@@ -44,10 +83,17 @@ def test_invalid_settings_are_refused() -> None:
 @pytest.mark.slow
 def test_script_prints_the_last_line_with_positive_figures(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--steps", "8", "--warmup", "4", "--learning-starts", "64", "--buffer-size", "500"]
-    assert main([*args, "--setup-steps", "120", "--repeats", "1", "--threads", "1"]) == 0
+    args += ["--setup-steps", "120", "--repeats", "1", "--threads", "1", "--variants", "sb3,plain,full"]
+    assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     match = LAST_LINE.match(out[-1])
     assert match is not None, out[-1]
     assert all(float(x) > 0 for x in match.groups())
     assert any("anchors=2" in line for line in out)  # the full variant ran under two EWC anchors
     assert any("B/transition" in line for line in out)
+
+
+def test_update_levers_time_every_variant() -> None:
+    times = time_update_levers("nature", repeats=1, iters=1)
+    assert len(times) == 8 and all(ms > 0 for ms in times.values())
+    assert {"Adam fused", "fused + EWC 8 anchors, autograd", "fused + EWC 8 anchors, closed form"} <= set(times)

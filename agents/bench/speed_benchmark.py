@@ -11,6 +11,12 @@ buffer size, Nature CNN, learning rate, ε):
   stream is ``setup_games[0]`` → ``setup_games[1]`` → ``game``; the task inference must itself detect both switches,
   and each switch computes that task's Fisher (``fisher_batches`` minibatches, few so that the set-up stays short).
   The timed segment is refused unless two EWC terms are active in every update.
+- ``full8``: ``full`` after eight set-up games (``SETUP_POOL``): eight EWC anchors. With the closed-form penalty
+  gradient (``cl_rl.consolidation``) an update costs the same as with two; autograd through each anchor grew with them.
+
+MinAtar (``BenchSettings.for_minatar``): the same variants on MinAtar games with the MinAtar paper's network
+(conv 16·3×3, fully connected 128; SB3 gets it as ``MinAtarCNN``, this agent as ``network: minatar`` with its
+per-task gains), one update per agent step, DQN targets for both, SB3's ``ReplayBuffer`` for both.
 
 Only agent steps after ``learning_starts`` + ``warmup`` are timed, so every timed step is a training step with a
 forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed value) and one update every
@@ -20,6 +26,7 @@ forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed val
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import resource
@@ -27,22 +34,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch as th
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env as sb3_make_atari_env
-from stable_baselines3.common.vec_env import VecFrameStack
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from torch import nn
+from torch.nn import functional as F
 
 from agents.run.config import Config, config_from_dict, replay_bytes_per_task
 from agents.run.training import make_agent, make_stream
 from agents.sb3.continual_dqn import ContinualDQN
+from agents.sb3.networks import ARCHITECTURES
+from agents.sb3.policy import ContinualDQNPolicy
 from agents.sb3.replay import buffer_nbytes
-from cl_rl.regularizer import total_penalty
+from cl_rl.consolidation import QuadraticPenalty
+from cl_rl.methods.quadratic import QuadraticMethod
+from cl_rl.task_modulation import shared_parameters
 from envs.games import ale_env_id, canonical_game
 
-VARIANTS = ("sb3", "plain", "plain_sb3_replay", "full")
+VARIANTS = ("sb3", "plain", "plain_sb3_replay", "full", "full8")
+# Earlier games of the full variants, in order (each must differ from the timed game and be told apart by the FMN).
+SETUP_POOL = ("Breakout", "Freeway", "SpaceInvaders", "Seaquest", "Enduro", "Boxing", "MsPacman", "Asteroids", "Qbert")
 EWC_PROTOCOL = (10, 50_000)  # the EWC paper's Atari protocol: 10 tasks × 50k transitions per task's buffer
 
 
@@ -61,10 +80,28 @@ class BenchSettings:
     target_update_interval: int = 2_000  # agent steps between target-network syncs
     epsilon: float = 0.01  # fixed ε of every variant: a forward pass on 99% of the steps
     double_dqn: bool = True  # this agent's target (SB3's DQN has no Double-DQN option)
-    setup_games: tuple[str, str] = ("Breakout", "Freeway")  # earlier tasks of the full variant, each anchored by EWC
+    setup_games: tuple[str, ...] = ("Breakout", "Freeway")  # earlier tasks of the full variant, each anchored by EWC
     setup_steps: int = 300  # agent steps of each set-up game (random actions: its buffer stays under learning_starts)
     fisher_batches: int = 2  # minibatches of each anchor's Fisher (the paper: 100; only the set-up pays for them)
     device: str = "cpu"
+    network: str = "nature"  # this agent's torso (agents.sb3.networks); SB3 gets NatureCNN, or MinAtarCNN for minatar
+    task_source: str = "fmn"  # the full variants' task ids: inferred (fmn) or the true game (oracle)
+
+    @classmethod
+    def for_minatar(cls, **overrides: Any) -> BenchSettings:
+        """MinAtar defaults: Breakout timed after SpaceInvaders and Freeway, one update per step, DQN targets."""
+        defaults: dict[str, Any] = {
+            "game": "MinAtar/Breakout",
+            "setup_games": ("MinAtar/SpaceInvaders", "MinAtar/Freeway"),
+            "train_freq": 1,
+            "double_dqn": False,
+            "network": "minatar",
+        }
+        return cls(**{**defaults, **overrides})
+
+    @property
+    def minatar(self) -> bool:
+        return self.network == "minatar"
 
     def __post_init__(self) -> None:
         for name in ("steps", "buffer_size", "batch_size", "train_freq", "setup_steps", "fisher_batches"):
@@ -75,6 +112,9 @@ class BenchSettings:
                 f"warmup must be >= 0 and learning_starts >= batch_size, got {self.warmup} and {self.learning_starts}"
             )
         self.game = canonical_game(self.game)
+        self.setup_games = tuple(canonical_game(g) for g in self.setup_games)
+        if self.minatar != self.game.startswith("MinAtar/"):
+            raise ValueError(f"network {self.network!r} does not fit the game {self.game}: use minatar for MinAtar")
         if self.game in self.setup_games:
             raise ValueError(f"the timed game {self.game} must differ from the set-up games {self.setup_games}")
 
@@ -164,8 +204,32 @@ def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=No
 
 
 # --- the variants -------------------------------------------------------------------------------------------------
-def run_sb3(s: BenchSettings) -> tuple[float, float]:
-    """Stock SB3 DQN on SB3's Atari chain; (steps/s, replay bytes per transition)."""
+class MinAtarCNN(BaseFeaturesExtractor):
+    """The ``minatar`` torso of ``agents.sb3.networks`` without per-task gains: stock SB3's network on MinAtar."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        ((out_channels, kernel, stride),), width = ARCHITECTURES["minatar"]
+        super().__init__(observation_space, features_dim=width)
+        channels, height, _ = observation_space.shape
+        side = (height - kernel) // stride + 1
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, out_channels, kernel, stride),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(out_channels * side * side, width),
+            nn.ReLU(),
+        )
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.net(observations)
+
+
+def _sb3_env(s: BenchSettings) -> VecEnv:
+    """SB3's own Atari chain (``make_atari_env`` + ``VecFrameStack``), or the MinAtar env of this project."""
+    if s.minatar:
+        from envs.minatar import MinAtarSettings, make_minatar_env  # MinAtar's package only where it is asked for
+
+        return DummyVecEnv([lambda: make_minatar_env(s.game, MinAtarSettings(), seed=s.seed)])
     env = sb3_make_atari_env(
         ale_env_id(s.game),
         n_envs=1,
@@ -178,10 +242,17 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
         },
         wrapper_kwargs={"terminal_on_life_loss": False},  # as this agent's default run
     )
-    env = VecFrameStack(env, n_stack=4)
+    return VecFrameStack(env, n_stack=4)
+
+
+def run_sb3(s: BenchSettings) -> tuple[float, float]:
+    """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; (steps/s, replay bytes per transition)."""
+    env = _sb3_env(s)
+    minatar = {"features_extractor_class": MinAtarCNN, "net_arch": []} if s.minatar else None
     model = DQN(
         "CnnPolicy",
         env,
+        policy_kwargs=minatar,
         learning_rate=1e-4,
         buffer_size=s.buffer_size,
         learning_starts=s.learning_starts,
@@ -204,19 +275,26 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
         env.close()
 
 
-def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config:
+def setup_games(s: BenchSettings, anchors: int) -> tuple[str, ...]:
+    """The earlier games of a full variant with ``anchors`` anchors: ``s.setup_games``, or the first of the pool."""
+    if anchors == len(s.setup_games):
+        return s.setup_games
+    return tuple(g for g in SETUP_POOL if g != s.game)[:anchors]
+
+
+def agent_config(s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2) -> Config:
     """This agent's config for a variant: the plain one plays ``game`` alone; the full one is preceded by set-up."""
     timed = s.first_timed_step + s.steps + 4 * s.train_freq
-    segments = [{"game": g, "steps": s.setup_steps} for g in s.setup_games] if full else []
+    segments = [{"game": g, "steps": s.setup_steps} for g in setup_games(s, anchors)] if full else []
     segments.append({"game": s.game, "steps": timed})
     return config_from_dict(
         {
             "run": {"seed": s.seed, "device": s.device, "progress_bar": False, "checkpoint_every": 0},
             "sequence": {"segments": segments},
             "env": {"sticky_action_prob": 0.0, "terminal_on_life_loss": False},
-            "task": {"source": "fmn" if full else "oracle"},
+            "task": {"source": s.task_source if full else "oracle"},
             "agent": {
-                "network": "nature",
+                "network": s.network,
                 "double_dqn": s.double_dqn,
                 "buffer_size": s.buffer_size,
                 "learning_starts": s.learning_starts,
@@ -226,7 +304,7 @@ def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config
                 "target_update_interval": s.target_update_interval,
                 "exploration_initial_eps": s.epsilon,
                 "exploration_final_eps": s.epsilon,
-                "replay": replay,
+                "replay": replay or ("sb3" if s.minatar else "frames"),
             },
             "method": {"name": "ewc", "ewc": {"batches": s.fisher_batches}} if full else {"name": "none"},
             "eval": {"enabled": False},
@@ -234,27 +312,34 @@ def agent_config(s: BenchSettings, full: bool, replay: str = "frames") -> Config
     )
 
 
-def _require_two_anchors(model: BaseAlgorithm) -> None:
+def active_anchors(model: ContinualDQN) -> int:
+    """EWC anchors active while the current task trains (the closed form gives no loss terms to count)."""
+    return sum(len(m.core.active_keys(model.current_task)) for m in model.methods if isinstance(m, QuadraticMethod))
+
+
+def _require_anchors(model: BaseAlgorithm, anchors: int) -> None:
     assert isinstance(model, ContinualDQN)
-    _, terms = total_penalty(model.methods, model.current_task)
-    if len(terms) < 2:
+    n = active_anchors(model)
+    if n < anchors:
         raise RuntimeError(
-            f"the full variant must train under >= 2 EWC anchors, but {len(terms)} are active ({sorted(terms)}; "
+            f"the full variant must train under >= {anchors} EWC anchors, but {n} are active ("
             f"task {model.current_task} of {model.n_tasks_created}): the task inference missed a switch; "
             "lengthen setup_steps"
         )
 
 
-def run_agent(s: BenchSettings, full: bool, replay: str = "frames") -> tuple[float, float, dict[str, float]]:
+def run_agent(
+    s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2
+) -> tuple[float, float, dict[str, float]]:
     """This agent (plain or full); (steps/s, replay bytes per transition, notes on tasks and anchors)."""
-    config = agent_config(s, full, replay)
+    config = agent_config(s, full, replay, anchors)
     _, env = make_stream(config, config.sequence.build())
     model = make_agent(config, env)
-    start = (2 * s.setup_steps if full else 0) + s.first_timed_step
+    start = (len(setup_games(s, anchors)) * s.setup_steps if full else 0) + s.first_timed_step
     try:
-        rate = _timed_learn(model, start, s, on_start=_require_two_anchors if full else None)
-        _, terms = total_penalty(model.methods, model.current_task)
-        notes = {"tasks": float(model.n_tasks_created), "anchors": float(len(terms))}
+        check = functools.partial(_require_anchors, anchors=anchors) if full else None
+        rate = _timed_learn(model, start, s, on_start=check)
+        notes = {"tasks": float(model.n_tasks_created), "anchors": float(active_anchors(model))}
         return rate, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
     finally:
         env.close()
@@ -274,6 +359,8 @@ def run_variant(name: str, s: BenchSettings) -> VariantResult:
         rate, per_transition, notes = run_agent(s, full=False, replay="sb3")
     elif name == "full":
         rate, per_transition, notes = run_agent(s, full=True)
+    elif name == "full8":
+        rate, per_transition, notes = run_agent(s, full=True, anchors=8)
     else:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
     result = VariantResult(name, rate, peak_rss(), before, per_transition, notes)
@@ -337,7 +424,81 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
     peak = max(r.peak_rss for runs in results.values() for r in runs)
     lines.append(f"peak RSS of any variant: {peak / mib:.0f} MiB (+MiB: above the RSS at the variant's start)")
     full, plain = median_rate(results["full"]), median_rate(results["plain"])
+    if "full8" in results:
+        lines.append(f"ratio_full8_vs_sb3={median_rate(results['full8']) / base:.3f} (eight EWC anchors)")
     lines.append(
         f"ratio_full_vs_sb3={full / base:.3f} ratio_plain_vs_sb3={plain / base:.3f} steps_per_s_full={full:.1f}"
     )
     return lines
+
+
+# --- one update, lever by lever -----------------------------------------------------------------------------------
+def time_update_levers(network: str = "nature", repeats: int = 5, iters: int = 10, seed: int = 0) -> dict[str, float]:
+    """Milliseconds per DQN update (batch 32, Double-DQN target, clipping, Adam) with each speed lever on or off.
+
+    Random weights, batches and importances (timing only); EWC anchors of earlier tasks as the agent stores them.
+    Variants run interleaved ``repeats`` times (median of each): Adam single-tensor / foreach / fused; the EWC penalty
+    with 2 and 8 anchors by autograd through each anchor (``closed_form: false``) or in closed form; one forward over
+    observations and next observations together instead of two.
+    """
+    th.manual_seed(seed)
+    shape, n_actions = ((10, 10, 10), 6) if network == "minatar" else ((4, 84, 84), 18)
+    space = spaces.Box(0, 255, shape, np.uint8)
+    policy = ContinualDQNPolicy(space, spaces.Discrete(n_actions), lambda _: 1e-4, network=network)
+    for _ in range(9):
+        policy.add_task()
+    q, target = policy.q_net, policy.q_net_target
+    params = dict(shared_parameters(q))
+    penalties = {}
+    for anchors in (2, 8):
+        penalty = QuadraticPenalty("ewc", params, lambda task: {n: th.rand_like(p) for n, p in params.items()})
+        for task in range(anchors):
+            penalty.on_task_switch(task, task + 1)
+        penalties[anchors] = penalty
+    policy.set_task(8)
+    obs, next_obs = (th.randint(0, 256, (32, *shape), dtype=th.uint8) for _ in range(2))
+    actions, rewards = th.randint(0, n_actions, (32, 1)), th.rand(32, 1)
+    kinds = {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    adams = {kind: th.optim.Adam(policy.parameters(), lr=1e-4, **kwargs) for kind, kwargs in kinds.items()}
+
+    def update(adam: str, anchors: int = 0, closed_form: bool = True, joint: bool = False) -> None:
+        with th.no_grad():
+            next_target = target(next_obs)
+        if joint:
+            both = q(th.cat([obs, next_obs]))
+            q_obs, next_online = both[:32], both[32:].detach()
+        else:
+            with th.no_grad():
+                next_online = q(next_obs)
+            q_obs = q(obs)
+        best = next_online.argmax(dim=1, keepdim=True)
+        y = rewards + 0.99 * next_target.gather(1, best)
+        loss = F.smooth_l1_loss(q_obs.gather(1, actions), y)
+        if anchors and not closed_form:
+            loss = loss + sum(penalties[anchors].penalty(8).values())
+        adams[adam].zero_grad()
+        loss.backward()
+        if anchors and closed_form:
+            penalties[anchors].add_gradient(8)
+        th.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        adams[adam].step()
+
+    variants: dict[str, Callable[[], None]] = {
+        "Adam single-tensor": lambda: update("single"),
+        "Adam foreach": lambda: update("foreach"),
+        "Adam fused": lambda: update("fused"),
+        "fused, one forward over obs and next obs": lambda: update("fused", joint=True),
+        "fused + EWC 2 anchors, autograd": lambda: update("fused", 2, closed_form=False),
+        "fused + EWC 8 anchors, autograd": lambda: update("fused", 8, closed_form=False),
+        "fused + EWC 2 anchors, closed form": lambda: update("fused", 2),
+        "fused + EWC 8 anchors, closed form": lambda: update("fused", 8),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            run()  # warm-up (and Adam's state)
+            started = time.perf_counter()
+            for _ in range(iters):
+                run()
+            times[name].append((time.perf_counter() - started) / iters * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
