@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+Merged = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # (λA, r, d) of one parameter
 ImportanceFn = Callable[[int], dict[str, torch.Tensor]]
 
 
@@ -73,16 +74,16 @@ class QuadraticPenalty:
         # anchor key: task id (per_task) or -1 (online) -> (θ*, importance)
         self.anchors: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         # (current task, {name: (A, θ̄)}) of the closed-form gradient; dropped whenever the anchors change.
-        self._merged: tuple[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._merged: tuple[int, dict[str, Merged]] | None = None
 
     # --- Regularizer interface ----------------------------------------------------------------------------------
     def penalty(self, current_task: int) -> dict[str, torch.Tensor]:
         """One term per active anchor, named ``task_<k>`` (or ``online``)."""
-        terms = {}
+        terms: dict[str, torch.Tensor] = {}
         for key, (star, weight) in self.anchors.items():
             if key == current_task:
                 continue
-            total = sum((w * (self.params[n] - star[n]).square()).sum() for n, w in weight.items())
+            total = torch.stack([(w * (self.params[n] - star[n]).square()).sum() for n, w in weight.items()]).sum()
             terms["online" if key == -1 else f"task_{key}"] = 0.5 * self.lam * total
         return terms
 
@@ -90,7 +91,7 @@ class QuadraticPenalty:
         """Anchor keys whose terms are active while ``current_task`` is trained."""
         return [key for key in self.anchors if key != current_task]
 
-    def merged(self, current_task: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def merged(self, current_task: int) -> dict[str, Merged]:
         """{name: (λA, r, d)} over the active anchors, cached per task; empty when none is active.
 
         θ − θ̄ = (θ − r) − d with r the last active anchor's θ* and d = Σ_k F_k ⊙ (θ*_k − r) / A (0 where A = 0; None
@@ -100,7 +101,7 @@ class QuadraticPenalty:
         if self._merged is not None and self._merged[0] == current_task:
             return self._merged[1]
         keys = self.active_keys(current_task)
-        merged = {}
+        merged: dict[str, Merged] = {}
         for name in self.params if keys else ():
             weights = [self.anchors[k][1][name] for k in keys]
             reference = self.anchors[keys[-1]][0][name]
@@ -108,7 +109,9 @@ class QuadraticPenalty:
                 merged[name] = (self.lam * weights[0], reference, None)
                 continue
             total = torch.stack(weights).sum(0)
-            spread = sum(w * (self.anchors[k][0][name] - reference) for k, w in zip(keys[:-1], weights, strict=False))
+            spread = torch.stack(
+                [w * (self.anchors[k][0][name] - reference) for k, w in zip(keys[:-1], weights, strict=False)]
+            ).sum(0)
             offset = torch.where(total > 0, spread / total, torch.zeros_like(total))
             merged[name] = (self.lam * total, reference, offset)
         self._merged = (current_task, merged)

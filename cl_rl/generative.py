@@ -69,7 +69,7 @@ class TaskConditionedVAE(nn.Module):
             nn.Conv2d(2 * c, 2 * c, 3, 2, 1), nn.ReLU(),  # 21 -> 11
             nn.Flatten(),
         )  # fmt: skip
-        self.hidden_shape = (2 * c, 11, 11)
+        self.hidden_shape: tuple[int, ...] = (2 * c, 11, 11)
         flat = 2 * c * 11 * 11
         self.to_posterior = nn.Linear(flat + max_tasks, 2 * latent_dim)
         self.from_latent = nn.Linear(latent_dim + max_tasks, flat)

@@ -12,7 +12,7 @@ a minibatch's per-sample gradients in one vectorised pass instead of a Python lo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 import torch
@@ -24,7 +24,11 @@ ScalarFn = Callable[..., torch.Tensor]
 
 
 def per_sample_gradients(
-    model: nn.Module, params: dict[str, torch.Tensor], scalar_fn: ScalarFn, inputs: torch.Tensor, *extras: torch.Tensor
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    scalar_fn: ScalarFn,
+    inputs: torch.Tensor,
+    *extras: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """∂ scalar_fn(model(x_n), extras_n) / ∂θ for every sample n: tensors of shape (N, *θ.shape).
 
@@ -43,7 +47,7 @@ def per_sample_gradients(
 
 def diagonal_importance(
     model: nn.Module,
-    params: dict[str, torch.Tensor],
+    params: Mapping[str, torch.Tensor],
     scalar_fn: ScalarFn,
     batches: Iterable[tuple[torch.Tensor, ...]],
     reduce: Literal["square", "abs"] = "square",

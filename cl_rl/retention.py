@@ -69,7 +69,7 @@ def total_clipped(hns: np.ndarray) -> np.ndarray | float:
 
 def final_average(matrix: np.ndarray) -> float:
     """Mean score over games after the last segment."""
-    return float(np.nanmean(np.asarray(matrix, dtype=float)[-1]))
+    return _nanmean(np.asarray(matrix, dtype=float)[-1])
 
 
 def forgetting(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:

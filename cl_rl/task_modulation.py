@@ -43,7 +43,7 @@ class TaskAffine(nn.Module):
 
     def add_task(self) -> list[nn.Parameter]:
         """Create fresh (gain = 1, bias = 0) parameters for a new task; returns them for the optimiser."""
-        like = self._probe
+        like: torch.Tensor = self._probe  # type: ignore[assignment]  # a buffer: follows .to(device)
         gain = nn.Parameter(torch.ones(self.shape, device=like.device, dtype=like.dtype))
         bias = nn.Parameter(torch.zeros(self.shape, device=like.device, dtype=like.dtype))
         self.gains.append(gain)

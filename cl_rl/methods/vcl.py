@@ -26,6 +26,7 @@ Statistics: ``kl`` (the KL term before scaling), ``sigma_mean`` (mean σ of the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,7 @@ class VariationalContinualLearning(ContinualMethod):
         if self.config.coreset_size > 0 and self.agent.memory_size(left_task) > 0:
             batch = self.agent.sample(left_task, self.config.coreset_size)
             assert batch is not None
-            self.coresets[left_task] = Transitions(*(None if t is None else t.detach().clone() for t in batch))
+            self.coresets[left_task] = _map(batch, lambda t: t.detach().clone())
         sigma = torch.cat([s.detach().exp().flatten() for s in self.sigma_parameters()])
         return {
             "kl": kl,
@@ -195,4 +196,17 @@ def _subsample(batch: Transitions, n: int) -> Transitions:
     if n >= size:
         return batch
     index = torch.randint(size, (n,), device=batch.observations.device)
-    return Transitions(*(None if t is None else t[index] for t in batch))
+    return _map(batch, lambda t: t[index])
+
+
+def _map(batch: Transitions, fn: Callable[[torch.Tensor], torch.Tensor]) -> Transitions:
+    """``fn`` applied to every tensor of ``batch`` (``discounts`` may be None)."""
+    d = batch.discounts
+    return Transitions(
+        fn(batch.observations),
+        fn(batch.actions),
+        fn(batch.next_observations),
+        fn(batch.dones),
+        fn(batch.rewards),
+        None if d is None else fn(d),
+    )
