@@ -1,9 +1,10 @@
-"""A schedule of Atari games and the single env that plays it as one continuous stream.
+"""A schedule of games and the single env that plays it as one continuous stream.
 
 A `GameSequence` is an ordered list of segments (game, agent steps); a game may come back later (a revisit).
 `SequenceEnv` steps the game of the current segment and moves to the next game exactly at the segment boundary, so
 an SB3 agent trains on the whole sequence with one `learn` call. The true game is given only in `info` (for logging
-and oracle baselines), never in the observation: task-agnostic methods must infer it.
+and oracle baselines), never in the observation: task-agnostic methods must infer it. The games of a sequence are all
+of one family (ALE or MinAtar, `envs.games.game_family`): one network plays them over one observation space.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.games import canonical_game
+from envs.games import Family, canonical_game, common_family
 
 
 @dataclass(frozen=True)
 class Segment:
-    """`steps` agent steps of `game` (canonicalised to its CamelCase ALE name)."""
+    """`steps` agent steps of `game` (canonicalised: "Pong", "MinAtar/Breakout")."""
 
     game: str
     steps: int
@@ -36,13 +37,15 @@ class Segment:
 
 @dataclass(frozen=True)
 class GameSequence:
-    """Ordered, non-empty tuple of segments; revisits of a game are allowed."""
+    """Ordered, non-empty tuple of segments of games of one family; revisits of a game are allowed."""
 
     segments: tuple[Segment, ...]
     ends: tuple[int, ...] = field(init=False, repr=False, compare=False)
     """Global agent step at which each segment ends (exclusive): cumulative sums of the segment lengths."""
     games: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """Distinct games in order of first appearance; a game's index here is stable over the sequence."""
+    family: Family = field(init=False, repr=False, compare=False)
+    """The family of every game: 'ale' or 'minatar'."""
 
     def __post_init__(self) -> None:
         segments = tuple(self.segments)
@@ -55,6 +58,7 @@ class GameSequence:
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "ends", ends)
         object.__setattr__(self, "games", tuple(dict.fromkeys(segment.game for segment in segments)))
+        object.__setattr__(self, "family", common_family(self.games))
 
     @classmethod
     def from_list(cls, items: Iterable[dict[str, Any]]) -> GameSequence:
@@ -95,6 +99,7 @@ def random_sequence(
     remaining visits could then no longer be separated), so every valid order can come out.
     """
     games = list(dict.fromkeys(canonical_game(game) for game in pool))
+    common_family(games)  # a pool of both families fails here, whichever games a draw would take
     if not 1 <= n_games <= len(games):
         raise ValueError(f"n_games must be in [1, {len(games)}] (distinct games in pool), got {n_games!r}")
     if visits_per_game < 1:

@@ -33,6 +33,7 @@ from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.retention import total_clipped
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import AtariSettings
+from envs.scores import has_human_score
 from envs.sequence import GameSequence
 
 TaskMode = Literal["configured", "oracle"]
@@ -88,7 +89,8 @@ def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str])
 def evaluation_line(step: int, results: Sequence[GameEvaluation]) -> str:
     """``[step 200] evaluation: Pong -21.0 (task 0), Breakout 1.0 (task 1); mean HNS 0.01``: mean raw scores."""
     games = ", ".join(f"{r.game} {r.score:.1f} (task {r.task})" for r in results)
-    return f"[step {step}] evaluation: {games}; mean HNS {np.mean([r.hns for r in results]):.2f}"
+    hns = [r.hns for r in results if has_human_score(r.game)]
+    return f"[step {step}] evaluation: {games}" + (f"; mean HNS {np.mean(hns):.2f}" if hns else "")
 
 
 class PeriodicEvaluationCallback(BaseCallback):
@@ -96,7 +98,7 @@ class PeriodicEvaluationCallback(BaseCallback):
 
     Logs ``eval/<Game>/score`` (raw mean score), ``eval/<Game>/hns``, ``eval/<Game>/task`` (the task id that played
     it), ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most), and
-    prints one line per evaluation (``evaluation_line``).
+    prints one line per evaluation (``evaluation_line``). MinAtar games have no human score: no HNS is logged for them.
     """
 
     def __init__(
@@ -128,11 +130,13 @@ class PeriodicEvaluationCallback(BaseCallback):
         )
         for r in results:
             self.logger.record(f"eval/{r.game}/score", r.score)
-            self.logger.record(f"eval/{r.game}/hns", r.hns)
+            if has_human_score(r.game):
+                self.logger.record(f"eval/{r.game}/hns", r.hns)
             self.logger.record(f"eval/{r.game}/task", r.task)
-        hns = np.array([r.hns for r in results])
-        self.logger.record("eval/mean_hns", float(hns.mean()))
-        self.logger.record("eval/total_clipped_hns", total_clipped(hns))
+        hns = np.array([r.hns for r in results if has_human_score(r.game)])
+        if hns.size:
+            self.logger.record("eval/mean_hns", float(hns.mean()))
+            self.logger.record("eval/total_clipped_hns", total_clipped(hns))
         self.logger.dump(self.num_timesteps)
         self.history.append((self.num_timesteps, results))
         tqdm.write(evaluation_line(self.num_timesteps, results))  # above the progress bar, if there is one

@@ -13,8 +13,9 @@ import torch
 from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.task_modulation import active_task, add_task, set_task, task_affine_layers, using_task
 from cl_rl.task_source import TaskSource
-from envs.atari import AtariSettings, make_atari_env
-from envs.scores import human_normalized_score
+from envs.atari import AtariSettings
+from envs.game_env import make_game_env
+from envs.scores import has_human_score, human_normalized_score
 
 
 def evaluate_game(
@@ -36,7 +37,7 @@ class _FixedTask:
     def __init__(self, task: int) -> None:
         self.task = task
 
-    def observe(self, observation: np.ndarray, true_label: str | None) -> int:
+    def observe(self, observation: np.ndarray, true_label: str | None, *, episode_start: bool = False) -> int:
         return self.task
 
 
@@ -56,8 +57,8 @@ class GameEvaluation:
 
     @property
     def hns(self) -> float:
-        """Human-normalised mean score (0: random play, 1: human)."""
-        return human_normalized_score(self.game, self.score)
+        """Human-normalised mean score (0: random play, 1: human); NaN for a game without a human score (MinAtar)."""
+        return human_normalized_score(self.game, self.score) if has_human_score(self.game) else float("nan")
 
 
 def play_game(
@@ -76,7 +77,7 @@ def play_game(
     """
     known = model.policy.n_tasks
     new_task_net: torch.nn.Module | None = None
-    env = make_atari_env(game, settings, seed=seed)
+    env = make_game_env(game, settings, seed=seed)
     rng = np.random.default_rng(seed)
     scores: list[float] = []
     tasks: Counter[int] = Counter()
@@ -85,8 +86,10 @@ def play_game(
     try:
         with torch.no_grad(), restore_active:
             obs, _ = env.reset(seed=seed)
+            episode_start = True
             while len(scores) < episodes:
-                task = source.observe(obs, game)
+                task = source.observe(obs, game, episode_start=episode_start)
+                episode_start = False
                 tasks[task] += 1
                 if rng.random() < epsilon:
                     action = int(rng.integers(env.action_space.n))
@@ -104,6 +107,7 @@ def play_game(
                     scores.append(float(info["episode"]["r"]))
                 if terminated or truncated:
                     obs, _ = env.reset()
+                    episode_start = True
     finally:
         env.close()
     return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)

@@ -49,7 +49,7 @@ from cl_rl.retention import (
     stratified_bootstrap,
     total_clipped,
 )
-from envs.scores import random_score
+from envs.scores import has_human_score, random_score
 from envs.sequence import GameSequence
 
 EVAL_DIR = "eval"
@@ -93,6 +93,12 @@ class RunEvaluation:
     @property
     def games(self) -> list[str]:
         return list(self.sequence.games)
+
+    @property
+    def has_hns(self) -> bool:
+        """Whether the games have human scores (ALE games). MinAtar games have none: their HNS are NaN, and the
+        matrix, heatmap and text summary show raw scores instead."""
+        return all(has_human_score(game) for game in self.games)
 
     @property
     def trained(self) -> list[int]:
@@ -308,7 +314,10 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
     total = total_clipped(ev.hns)
     plots.save(plots.score_curves(ev.steps, ev.scores, games, ev.sequence, random), out / "scores.png")
     plots.save(plots.total_clipped_curve(ev.steps, total, len(games), ev.sequence), out / "total_clipped_hns.png")
-    heatmap = plots.retention_heatmap(ev.retention(ev.hns), games, ev.sequence)
+    if ev.has_hns:
+        heatmap = plots.retention_heatmap(ev.retention(ev.hns), games, ev.sequence)
+    else:
+        heatmap = plots.retention_heatmap(ev.retention(ev.scores), games, ev.sequence, label="raw score")
     plots.save(heatmap, out / "retention.png")
     _write_tensorboard(ev, total, plots.to_rgb_array(heatmap))
     return metrics
@@ -324,8 +333,10 @@ def _write_tensorboard(ev: RunEvaluation, total: np.ndarray, heatmap: np.ndarray
         for k, step in enumerate(ev.steps):
             for j, game in enumerate(ev.games):
                 writer.add_scalar(f"eval/{game}/score", ev.scores[k, j], step)
-                writer.add_scalar(f"eval/{game}/hns", ev.hns[k, j], step)
-            writer.add_scalar("eval/total_clipped_hns", total[k], step)
+                if ev.has_hns:
+                    writer.add_scalar(f"eval/{game}/hns", ev.hns[k, j], step)
+            if ev.has_hns:
+                writer.add_scalar("eval/total_clipped_hns", total[k], step)
         writer.add_image("eval/retention_matrix", heatmap, ev.steps[-1], dataformats="HWC")
     finally:
         writer.close()
@@ -334,6 +345,13 @@ def _write_tensorboard(ev: RunEvaluation, total: np.ndarray, heatmap: np.ndarray
 # --- comparing runs -----------------------------------------------------------------------------------------------
 def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50_000) -> list[dict[str, Any]]:
     """One row per run with, per group (``run.name``), IQMs of end HNS with 95 % CIs; CSV, JSON and PNG in ``out``."""
+    no_hns = [str(ev.run_dir) for ev in evaluations if not ev.has_hns]
+    if no_hns:
+        raise EvaluationError(
+            f"run(s) {', '.join(no_hns)} play games without human scores (MinAtar), and this comparison aggregates "
+            "HNS: compare them with the retention table (agents/evaluation/retention_table.py), which normalises "
+            "scores by single-task reference runs"
+        )
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[RunEvaluation]] = {}
     for ev in evaluations:
@@ -376,17 +394,25 @@ def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50
 
 
 def format_run(ev: RunEvaluation, metrics: dict[str, Any]) -> str:
-    """The retention matrix (HNS) and the headline metrics of one run, as text."""
+    """The retention matrix (HNS; raw scores for games without a human score) and the headline metrics, as text."""
     s, width = ev.settings, max(9, *(len(g) + 2 for g in ev.games))
+    values, what = (ev.hns, "HNS") if ev.has_hns else (ev.scores, "raw score, as these games have no human score,")
     lines = [
         f"{ev.run_dir}: {len(ev.steps)} checkpoint(s), {s.episodes} episode(s) per game, ε = {s.epsilon}, "
         f"task ids: {s.task_source}",
-        "retention matrix (HNS on each game after each segment):",
+        f"retention matrix ({what} on each game after each segment):",
         f"  {'after segment':<24}" + "".join(f"{g:>{width}}" for g in ev.games),
     ]
-    for (i, segment), row in zip(enumerate(ev.sequence.segments), ev.retention(ev.hns), strict=True):
+    for (i, segment), row in zip(enumerate(ev.sequence.segments), ev.retention(values), strict=True):
         cells = "".join(f"{v:>{width}.3f}" if np.isfinite(v) else f"{'-':>{width}}" for v in row)
         lines.append(f"  {f'{i}: {segment.game}':<24}{cells}")
+    if not ev.has_hns:
+        forgetting = ", ".join(f"{game} {value:.3f}" for game, value in metrics["forgetting_score"].items())
+        lines += [
+            f"forgetting (raw score): {forgetting}",
+            f"written: {ev.run_dir / EVAL_DIR} (retention.csv/json, *.png)",
+        ]
+        return "\n".join(lines)
     summary = (
         f"end mean HNS {metrics['end_mean_hns']:.3f} | total clipped HNS {metrics['end_total_clipped_hns']:.3f} of "
         f"{metrics['max_total_clipped_hns']} | mean forgetting {metrics['mean_forgetting_hns']:.3f} | "

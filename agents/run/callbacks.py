@@ -11,16 +11,17 @@ from tqdm import tqdm
 from agents.run.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
 from agents.sb3.replay import buffer_nbytes
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement
-from envs.scores import human_normalized_score
+from envs.scores import has_human_score, human_normalized_score
 from envs.sequence import GameSequence
 
 
 class ContinualLoggingCallback(BaseCallback):
     """TensorBoard scalars of a game stream, namespaced like SB3's.
 
-    ``game/<Game>/score`` (raw, unclipped episode score), ``game/<Game>/hns`` (human-normalised score) and
-    ``game/<Game>/ep_len`` at each episode end; ``sequence/segment``, ``task/<k>/epsilon`` and
-    ``time/frames_per_second``. SB3 writes ``train/loss``, ``time/fps`` and ``rollout/*`` itself.
+    ``game/<Game>/score`` (raw, unclipped episode score), ``game/<Game>/hns`` (human-normalised score; not for MinAtar
+    games, which have no human score) and ``game/<Game>/ep_len`` at each episode end; ``sequence/segment``,
+    ``task/<k>/epsilon`` and ``time/frames_per_second``. SB3 writes ``train/loss``, ``time/fps`` and ``rollout/*``
+    itself.
     """
 
     def __init__(self, frame_skip: int = 4) -> None:
@@ -39,7 +40,8 @@ class ContinualLoggingCallback(BaseCallback):
         if episode is not None:
             game, score = info["game"], float(episode["r"])
             self.logger.record(f"game/{game}/score", score)
-            self.logger.record(f"game/{game}/hns", human_normalized_score(game, score))
+            if has_human_score(game):
+                self.logger.record(f"game/{game}/hns", human_normalized_score(game, score))
             self.logger.record(f"game/{game}/ep_len", int(episode["l"]))
             self.last_scores.setdefault(game, []).append(score)
             self._record_rates()

@@ -37,7 +37,7 @@ from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from cl_rl.methods import REGISTRY
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
-from envs.atari import make_atari_env
+from envs.game_env import frames_per_step, make_game_env
 from envs.sequence import GameSequence, SequenceEnv
 
 CONFIG_NAME = "config.yaml"
@@ -97,7 +97,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def make_stream(config: Config, sequence: GameSequence) -> tuple[SequenceEnv, DummyVecEnv]:
     """The game stream as one env, wrapped as SB3's single-env VecEnv."""
-    stream = SequenceEnv(sequence, functools.partial(make_atari_env, settings=config.env))
+    stream = SequenceEnv(sequence, functools.partial(make_game_env, settings=config.env))
     return stream, DummyVecEnv([lambda: stream])
 
 
@@ -223,7 +223,7 @@ def _learn(
     model.set_logger(logger)
     if first_time:
         _log_config(model, config)
-    logging_cb = ContinualLoggingCallback(frame_skip=config.env.frame_skip)
+    logging_cb = ContinualLoggingCallback(frame_skip=frames_per_step(sequence.family, config.env))
     checkpoint_cb = SegmentCheckpointCallback(
         run_dir / CHECKPOINT_DIR,
         segment_ends=list(sequence.ends),

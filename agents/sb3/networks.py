@@ -1,9 +1,10 @@
 """Q-networks with task-specific gains and biases after every layer.
 
-Two convolutional torsos, both over 4×84×84 stacked frames:
+Three convolutional torsos: two over 4×84×84 stacked Atari frames, one over 10×10×10 MinAtar grids:
 - ``nature``: Mnih et al. (Nature 2015): conv 32·8×8/4, 64·4×4/2, 64·3×3/1, fully connected 512.
 - ``ewc``: the EWC paper's Atari network (Kirkpatrick et al. 2017, supplementary): conv 32/64/128 with the same
   kernels and strides, fully connected 1024.
+- ``minatar``: the MinAtar paper's DQN (Young & Tian 2019): conv 16·3×3/1 (10×10 → 8×8), fully connected 128.
 Every layer's pre-activation, the Q-value layer included, passes through a ``TaskAffine`` (see
 ``cl_rl.task_modulation``). They slot into SB3's ``QNetwork`` so that ``predict``, ``save`` and ``load`` work unchanged.
 """
@@ -20,14 +21,17 @@ from torch import nn
 
 from cl_rl.task_modulation import TaskAffine
 
-NetworkName = Literal["nature", "ewc"]
+NetworkName = Literal["nature", "ewc", "minatar"]
 GainShape = Literal["element", "channel"]
 
 # (out_channels, kernel, stride) per conv layer, then the width of the fully connected layer.
 ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
     "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
     "ewc": (((32, 8, 4), (64, 4, 2), (128, 3, 1)), 1024),
+    "minatar": (((16, 3, 1),), 128),
 }
+# The game family (envs.games.game_family) whose observations each torso is sized for.
+NETWORK_FAMILY: dict[str, str] = {"nature": "ale", "ewc": "ale", "minatar": "minatar"}
 
 
 class TaskModulatedCNN(BaseFeaturesExtractor):

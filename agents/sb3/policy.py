@@ -13,7 +13,8 @@ from cl_rl.task_modulation import add_task, set_task, task_affine_layers, using_
 
 
 class ContinualDQNPolicy(DQNPolicy):
-    """``DQNPolicy`` whose networks have per-task gains and biases (``network``: 'nature' or 'ewc').
+    """``DQNPolicy`` whose networks have per-task gains and biases (``network``: 'nature' or 'ewc' for 4×84×84 Atari
+    frames, 'minatar' for 10×10×10 MinAtar grids; see ``agents.sb3.networks``).
 
     A new task gets fresh gains/biases in the online and target networks; the online ones join the optimiser as a
     parameter group of their own, so the optimiser's state lines up again after ``load`` re-creates the same tasks.
