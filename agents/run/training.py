@@ -174,13 +174,13 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
     except Exception as err:  # a checkpoint that passed its checks but cannot be rebuilt: say which and why
         stream.close()
         raise CheckpointError(f"checkpoint {newest} cannot be loaded ({type(err).__name__}: {err})") from err
-    if model.rng_state is not None:
-        restore_rng_state(model.rng_state, model.action_space)
     step, total = model.num_timesteps, sequence.total_steps
     if step >= total:
         stream.close()
         print(f"run already finished: {newest} is at agent step {step} of {total}; nothing to do", flush=True)
         return RunResult(run_dir, model, {}, 0.0, last_checkpoint=newest, start_step=step, finished_before=True)
+    if model.rng_state is not None:
+        restore_rng_state(model.rng_state, model.action_space)
     stream.seek(step)
     return _learn(config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks, resumed_from=newest)
 
