@@ -42,6 +42,9 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
   loses where the tasks disagree), whatever the number of features F.
 - The switch prior is flat: a switch can happen only at an episode start, where the current task has prior
   1 − ``switch_prior`` and each alternative (other tasks and the hold-out) an equal share of ``switch_prior``.
+- A window may decide before it is full once the MAP model leads by ``margin`` nats, but only from its
+  ``early_after``-th frame on: an episode's very first frame can be far from the game's usual start screen (a Pong
+  revisit's first frame once cost its own task 6,000 nats more than the hold-out, and opened a spurious task).
 - ``count_cap`` bounds n_k by rescaling a model's counts, so the model follows slow drift of its start screens.
 - Observations whose height and width are at most ``grid_max`` (MinAtar's 10×10 grids, channel-first, channels
   padded) are modelled per cell and channel (L = 2: the cell is on or off; padded channels are always off and cost
@@ -72,12 +75,13 @@ class FMNSettings:
     switch_prior: float = 0.5  # prior probability that an episode starts another task than the current one
     count_cap: int = 2000  # frames a model's counts represent at most (0: unbounded)
     margin: float = 1000.0  # nats by which the MAP model must lead to decide before the window is full
+    early_after: int = 3  # model frames a window needs before it may decide early (an episode's first frame varies)
     novel_features: float = 8.0  # features a window must show beyond every known task's for a new task (eq. 3)
     task_novelty: float = 1e-8  # ε_k: prior probability that a task's feature shows values it never showed (eq. 2)
     grid_max: int = 16  # observations at most grid_max × grid_max (MinAtar) are modelled per cell and channel
 
     def __post_init__(self) -> None:
-        for name in ("size", "update_every", "window", "grid_max"):
+        for name in ("size", "update_every", "window", "grid_max", "early_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"task.fmn.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.levels <= 256:
@@ -253,6 +257,8 @@ class FlatFMN:
         """Whether the window's MAP model leads every other by at least ``margin`` nats already."""
         if not self.n_tasks:
             return True
+        if len(self._window_frames) < self.settings.early_after:
+            return False
         top2 = np.partition(self._window_loglik + self.log_prior(), -2)[-2:]
         return bool(top2[1] - top2[0] >= self.settings.margin)
 
