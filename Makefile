@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml
 train: setup  ## the default short continual run: Pong → Breakout → Pong → Freeway
 	$(PY) scripts/train.py configs/default.yaml $(ARGS)
 
-test: setup  ## lint, then the whole test suite
+test: setup  ## lint, type-check, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy -p cl_rl  # the continual-learning core; agents/ and envs/ are not clean yet
 	$(PY) -m pytest -q
 
 clean:
