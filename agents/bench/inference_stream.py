@@ -284,6 +284,10 @@ def revisit_stream(games: Sequence[str], visits: int, steps: Sequence[int], seed
     return tuple((g, int(rng.choice(steps))) for g in order)
 
 
+# The games of the CPU retention table (configs/minatar_table.yaml): its task inference is measured on them apart.
+TABLE_GAMES = ["MinAtar/Breakout", "MinAtar/SpaceInvaders", "MinAtar/Asterix"]
+
+
 def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]:
     """The streams of issue 18: the whole pool with revisits (several seeds, segment lengths and both policies),
     long stays in every game, and MinAtar with revisits and long stays. ``quick``: a small subset for iterating."""
@@ -292,6 +296,7 @@ def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]
             StreamSpec("pool19 x2 2k sticky s0", revisit_stream(EWC_POOL, 2, [2000], 0)),
             StreamSpec("pool19 x2 1-3k uniform s1", revisit_stream(EWC_POOL, 2, [1000, 2000, 3000], 1), "uniform"),
             StreamSpec("minatar x3 1-3k sticky s0", revisit_stream(MINATAR_GAMES, 3, [1000, 2000, 3000], 0)),
+            StreamSpec("minatar-table x3 1-3k sticky s0", revisit_stream(TABLE_GAMES, 3, [1000, 2000, 3000], 0)),
             *(StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in ("Enduro", "Riverraid")),
         ]
     specs = [
@@ -300,6 +305,10 @@ def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]
         StreamSpec("pool19 x2 3k uniform s2", revisit_stream(EWC_POOL, 2, [3000], 2), "uniform"),
         StreamSpec("minatar x4 3k sticky s0", revisit_stream(MINATAR_GAMES, 4, [3000], 0)),
         StreamSpec("minatar x4 1-6k uniform s1", revisit_stream(MINATAR_GAMES, 4, [1000, 3000, 6000], 1), "uniform"),
+        StreamSpec("minatar-table x4 3k sticky s1", revisit_stream(TABLE_GAMES, 4, [3000], 1)),
+        StreamSpec(
+            "minatar-table x4 1-6k uniform s2", revisit_stream(TABLE_GAMES, 4, [1000, 3000, 6000], 2), "uniform"
+        ),
     ]
     specs += [StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in EWC_POOL + MINATAR_GAMES]
     return specs
