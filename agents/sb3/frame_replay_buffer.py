@@ -14,9 +14,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
 
+from agents.sb3.replay import set_buffer_settings
 from cl_rl.frame_replay import FrameReplay
 
 
@@ -44,15 +44,11 @@ class FrameStackReplayBuffer(ReplayBuffer):
             raise ValueError(f"FrameStackReplayBuffer stores uint8 frames, got dtype {observation_space.dtype}")
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(f"FrameStackReplayBuffer supports Discrete actions (DQN), got {action_space}")
-        self.buffer_size = buffer_size
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.obs_shape = shape
-        self.action_dim = 1
-        self.device = get_device(device)
-        self.n_envs = n_envs
-        self.optimize_memory_usage = optimize_memory_usage  # irrelevant here: frames are never stored twice
-        self.handle_timeout_termination = handle_timeout_termination
+        # optimize_memory_usage is recorded but irrelevant here: frames are never stored twice.
+        set_buffer_settings(
+            self, buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+            handle_timeout_termination,
+        )  # fmt: skip
         self.memory = FrameReplay(buffer_size, shape, n_envs=n_envs, action_shape=(1,))
 
     @property

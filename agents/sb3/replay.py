@@ -24,6 +24,32 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
 
 
+def set_buffer_settings(
+    buffer: ReplayBuffer,
+    buffer_size: int,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    device: torch.device | str,
+    n_envs: int,
+    optimize_memory_usage: bool,
+    handle_timeout_termination: bool,
+) -> None:
+    """The settings SB3's ``ReplayBuffer`` constructor records, without the arrays it allocates.
+
+    For ``ReplayBuffer`` subclasses that keep their transitions elsewhere (per task, or each frame once) and expose
+    ``pos`` and ``full`` as properties, which ``BaseBuffer.__init__`` would try to assign.
+    """
+    buffer.buffer_size = buffer_size
+    buffer.observation_space = observation_space
+    buffer.action_space = action_space
+    buffer.obs_shape = getattr(observation_space, "shape", ())
+    buffer.action_dim = 1
+    buffer.device = get_device(device)
+    buffer.n_envs = n_envs
+    buffer.optimize_memory_usage = optimize_memory_usage
+    buffer.handle_timeout_termination = handle_timeout_termination
+
+
 class PerTaskReplayBuffer(ReplayBuffer):
     """A ``ReplayBuffer`` of ``buffer_size`` transitions *per task*; ``set_task`` picks the one used."""
 
@@ -40,14 +66,11 @@ class PerTaskReplayBuffer(ReplayBuffer):
         buffer_kwargs: dict[str, Any] | None = None,
         memory_budget: int = 0,
     ) -> None:
-        # Deliberately not calling ReplayBuffer.__init__: it would allocate a buffer that no task uses.
-        self.buffer_size = buffer_size
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.device = get_device(device)
-        self.n_envs = n_envs
-        self.optimize_memory_usage = optimize_memory_usage
-        self.handle_timeout_termination = handle_timeout_termination
+        # Not ReplayBuffer.__init__: it would allocate a buffer that no task uses.
+        set_buffer_settings(
+            self, buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+            handle_timeout_termination,
+        )  # fmt: skip
         self.buffer_class = buffer_class
         self.buffer_kwargs = dict(buffer_kwargs or {})
         self.memory_budget = memory_budget
