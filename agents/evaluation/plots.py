@@ -54,7 +54,7 @@ def score_curves(
             ax.axhline(reference[j], color="tab:green", ls="-.", lw=0.8)
         ax.set_ylabel(f"{game}\nscore", rotation=0, ha="right", va="center")  # raw episode score, mean
         ax.set_xlim(0, sequence.total_steps)
-    legend = "shaded: the game is being trained; dotted: switches; dashed: random play"
+    legend = "shaded: the game is being trained; dotted: switches;\ndashed: random play"
     legend += "; dash-dot: single-task reference" if reference is not None else ""
     axes[-1, 0].set_xlabel(f"agent steps\n({legend})", fontsize=8)
     fig.suptitle(title)
