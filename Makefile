@@ -24,7 +24,7 @@ test: setup  ## lint, type-check, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p cl_rl  # the continual-learning core; agents/ and envs/ are not clean yet
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (the CI machine's cores), each test file in one of them
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
