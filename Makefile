@@ -23,7 +23,7 @@ train: setup  ## the default short continual run: Pong → Breakout → Pong →
 test: setup  ## lint, type-check, then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p cl_rl  # the continual-learning core; agents/ and envs/ are not clean yet
+	$(VENV)/bin/mypy -p cl_rl -p agents -p envs  # type-check the library packages (scripts/ and tests/ are not checked)
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (the CI machine's cores), each test file in one of them
 
 clean:

@@ -81,7 +81,7 @@ class FullActionSpace(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        legal = env.unwrapped.get_action_meanings()
+        legal = env.unwrapped.get_action_meanings()  # type: ignore[attr-defined]  # an AtariEnv's; gymnasium types it Env
         self._meanings = list(ale_py.Action.__members__)
         self._to_legal = tuple(legal.index(name.replace("FIRE", "") or "NOOP") for name in self._meanings)
         self.action_space = gym.spaces.Discrete(N_ACTIONS)
@@ -108,7 +108,7 @@ def make_atari_env(game: str, settings: AtariSettings, seed: int | None = None) 
         repeat_action_probability=settings.sticky_action_prob,
         max_num_frames_per_episode=settings.max_episode_frames,
     )
-    if env.action_space.n != N_ACTIONS:
+    if env.action_space.n != N_ACTIONS:  # type: ignore[attr-defined]  # ALE's action space is Discrete
         env = FullActionSpace(env)
     env = AtariPreprocessing(
         env,

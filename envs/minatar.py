@@ -88,7 +88,7 @@ class MinAtarEnv(gym.Env):
     ever, MinAtar seeds from entropy.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}  # type: ignore[misc]  # gymnasium types it per instance
 
     def __init__(self, game: str, sticky_action_prob: float = 0.1, difficulty_ramping: bool = True) -> None:
         self.game = canonical_game(game)

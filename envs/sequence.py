@@ -13,7 +13,7 @@ import bisect
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -138,7 +138,7 @@ class SequenceEnv(gym.Env):
     starts with a new game (an interrupted game is never resumed, also under SB3's EpisodicLifeEnv).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}  # type: ignore[misc]  # gymnasium types it per instance
 
     def __init__(self, sequence: GameSequence, make_env: Callable[[str], gym.Env]) -> None:
         self.sequence = sequence
@@ -193,6 +193,7 @@ class SequenceEnv(gym.Env):
         game_seed = None
         if game in self._unseeded:
             self._unseeded.discard(game)
+            assert self._seed is not None  # games are unseeded only after a seeded reset()
             game_seed = self._seed + self.sequence.games.index(game)
         env = self._env = self._env_for(game)
         if self._segment_start or game_seed is not None:
@@ -205,7 +206,7 @@ class SequenceEnv(gym.Env):
         info["segment"] = self._segment
         return obs, info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the current game; at the segment's last step, truncate and mark info["segment_end"]."""
         if self._needs_reset:
             if self._steps_done >= self.sequence.total_steps:

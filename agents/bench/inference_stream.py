@@ -69,7 +69,8 @@ def record_game(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarr
         from envs.atari import AtariSettings, make_atari_env
 
         env = make_atari_env(game, AtariSettings(frame_stack=1))
-    act = _Policy(policy, int(env.action_space.n), np.random.default_rng(seed))
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # a game's action space is Discrete
+    act = _Policy(policy, n_actions, np.random.default_rng(seed))
     obs, _ = env.reset(seed=seed)
     newest = (lambda o: np.asarray(o)) if is_minatar(game) else (lambda o: np.asarray(o)[-1])
     frames = np.empty((steps, *newest(obs).shape), np.uint8)
@@ -111,7 +112,8 @@ def visit_frames(
     out = []
     for game, steps in visits:
         pos = cursor.get(game, 0)
-        parts, flags = [], []
+        parts: list[np.ndarray] = []
+        flags: list[np.ndarray] = []
         while steps > 0:
             frames, starts, _ = game_chunk(game, pos // CHUNK, policy, seed)
             offset = pos % CHUNK

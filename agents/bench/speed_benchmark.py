@@ -270,6 +270,7 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
     )
     try:
         rate = _timed_learn(model, s.first_timed_step, s)
+        assert model.replay_buffer is not None  # DQN makes its buffer in __init__
         return rate, buffer_nbytes(model.replay_buffer) / s.buffer_size
     finally:
         env.close()
@@ -458,7 +459,11 @@ def time_update_levers(network: str = "nature", repeats: int = 5, iters: int = 1
     policy.set_task(8)
     obs, next_obs = (th.randint(0, 256, (32, *shape), dtype=th.uint8) for _ in range(2))
     actions, rewards = th.randint(0, n_actions, (32, 1)), th.rand(32, 1)
-    kinds = {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    kinds: dict[str, dict[str, Any]] = {
+        "single": {"foreach": False},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }
     adams = {kind: th.optim.Adam(policy.parameters(), lr=1e-4, **kwargs) for kind, kwargs in kinds.items()}
 
     def update(adam: str, anchors: int = 0, closed_form: bool = True, joint: bool = False) -> None:

@@ -38,6 +38,8 @@ class MethodResult:
 class _ProbeAtSwitch(BaseCallback):
     """At the last step of A: fixes a probe set of A's states and records Q on it (and A's score if asked)."""
 
+    model: ContinualDQN
+
     def __init__(self, step: int, n_states: int, evaluate) -> None:
         super().__init__()
         self.step, self.n_states, self.evaluate = step, n_states, evaluate
@@ -83,7 +85,7 @@ def compare(
         config = copy.deepcopy(base)
         config.task.source = "oracle"  # A is task 0 and B task 1 exactly: the comparison isolates the protection
         config.method.name = method
-        sequence = GameSequence([Segment(game_a, steps_a), Segment(game_b, steps_b)])
+        sequence = GameSequence((Segment(game_a, steps_a), Segment(game_b, steps_b)))
         stream, env = make_stream(config, sequence)
         model = make_agent(config, env)
         model.set_logger(configure(f"{log_dir}/{method}" if log_dir else None, ["tensorboard"] if log_dir else [""]))

@@ -101,6 +101,8 @@ class PeriodicEvaluationCallback(BaseCallback):
     prints one line per evaluation (``evaluation_line``). MinAtar games have no human score: no HNS is logged for them.
     """
 
+    model: ContinualDQN
+
     def __init__(
         self,
         games: Sequence[str],

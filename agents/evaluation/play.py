@@ -6,6 +6,7 @@ import contextlib
 import copy
 from collections import Counter
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ def evaluate_game(
     seed: int = 0,
 ) -> list[float]:
     """Raw scores of ``episodes`` full games of ``game`` played ε-greedily with ``task``'s gains and biases."""
-    return list(play_game(model, game, _FixedTask(task), settings, episodes, epsilon, seed).scores)
+    source = cast(TaskSource, _FixedTask(task))  # play_game only calls observe()
+    return list(play_game(model, game, source, settings, episodes, epsilon, seed).scores)
 
 
 class _FixedTask:
@@ -92,10 +94,10 @@ def play_game(
                 episode_start = False
                 tasks[task] += 1
                 if rng.random() < epsilon:
-                    action = int(rng.integers(env.action_space.n))
+                    action = int(rng.integers(env.action_space.n))  # type: ignore[attr-defined]  # Discrete
                 else:
                     if task < known:
-                        net = model.q_net
+                        net: torch.nn.Module = model.q_net
                         set_task(net, task)
                     else:
                         if new_task_net is None:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
@@ -311,7 +311,7 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
         },
     )
     random = [random_score(game) for game in games]
-    total = total_clipped(ev.hns)
+    total = cast(np.ndarray, total_clipped(ev.hns))  # one total per checkpoint: hns is 2-D
     plots.save(plots.score_curves(ev.steps, ev.scores, games, ev.sequence, random), out / "scores.png")
     plots.save(plots.total_clipped_curve(ev.steps, total, len(games), ev.sequence), out / "total_clipped_hns.png")
     if ev.has_hns:
@@ -387,7 +387,9 @@ def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50
             )
     _write_csv(out / "comparison.csv", list(rows[0]), [list(row.values()) for row in rows])
     _write_json(out / "comparison.json", rows)
-    curves = {name: [(ev.steps, total_clipped(ev.hns)) for ev in runs] for name, runs in groups.items()}
+    curves: dict[str, list[tuple[Sequence[int], np.ndarray]]] = {
+        name: [(ev.steps, cast(np.ndarray, total_clipped(ev.hns))) for ev in runs] for name, runs in groups.items()
+    }
     n_games = max(len(ev.games) for ev in evaluations)
     plots.save(plots.comparison(curves, aggregates, n_games), out / "comparison.png")
     return rows

@@ -281,6 +281,7 @@ def run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str],
             log("stopping: every running run writes a checkpoint (a second Ctrl-C stops at once) ...")
             stop.set()
             for child in multiprocessing.active_children():
+                assert child.pid is not None  # an active child has started
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)  # workers outside the terminal's process group stop too
             pool.shutdown(wait=True, cancel_futures=True)
@@ -371,7 +372,8 @@ def _output_to(path: Path) -> Iterator[None]:
         finally:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 # --- reading scores -----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
@@ -14,6 +15,9 @@ from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import has_human_score, human_normalized_score
 from envs.sequence import GameSequence
 
+if TYPE_CHECKING:
+    from agents.sb3.continual_dqn import ContinualDQN
+
 
 class ContinualLoggingCallback(BaseCallback):
     """TensorBoard scalars of a game stream, namespaced like SB3's.
@@ -23,6 +27,8 @@ class ContinualLoggingCallback(BaseCallback):
     ``task/<k>/epsilon`` and ``time/frames_per_second``. SB3 writes ``train/loss``, ``time/fps`` and ``rollout/*``
     itself.
     """
+
+    model: ContinualDQN  # the agent whose continual state this callback reads
 
     def __init__(self, frame_skip: int = 4) -> None:
         super().__init__()
@@ -71,6 +77,8 @@ class TaskInferenceMonitor(BaseCallback):
     ``task/true_switches``, ``task/detected_switches``, ``task/spurious_switches``; and ``replay/task_<k>/size``,
     ``replay/bytes_allocated`` (all buffers), ``replay/bytes_filled`` and ``replay/freed_buffers``.
     """
+
+    model: ContinualDQN  # the agent whose continual state this callback reads
 
     def __init__(self, every: int = 500) -> None:
         super().__init__()
@@ -132,6 +140,8 @@ class SegmentCheckpointCallback(BaseCallback):
     ``keep`` > 0 keeps only the newest ``keep`` periodic checkpoints; segment-end checkpoints are always kept because
     evaluation of retention reads them.
     """
+
+    model: ContinualDQN  # the agent whose continual state this callback reads
 
     def __init__(
         self, directory: Path, segment_ends: list[int], every: int = 0, keep: int = 0, save_replay: bool = False
@@ -203,6 +213,8 @@ class LiveOutputCallback(BaseCallback):
     ``[step 200] switch: game Breakout (segment 2/3), task 1 (new)``; with inferred tasks the game changes first and
     the task follows a few steps later, each with its own line. Lines go through ``tqdm.write``, above the bar.
     """
+
+    model: ContinualDQN  # the agent whose continual state this callback reads
 
     def __init__(
         self, sequence: GameSequence, bar: bool = True, recent: int = 5, resumed_from: Path | None = None

@@ -36,7 +36,7 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, fsync it, then rename it onto ``path``.
 
     ``write`` gets a path rather than an open file because SB3's savers close the file they are given.

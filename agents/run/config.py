@@ -86,7 +86,7 @@ class SequenceConfig:
             except ValueError as err:
                 raise ConfigError(f"sequence.segments[{i}].game: {err}") from err
         try:
-            return GameSequence(segments)
+            return GameSequence(tuple(segments))
         except ValueError as err:  # games of both families
             raise ConfigError(f"sequence.segments: {err}") from err
 
@@ -139,7 +139,7 @@ def _method_config_class() -> type:
     def check(self: Any) -> None:
         parse_method_names(self.name)
 
-    fields = [("name", str, field(default=NONE))]
+    fields: list[tuple[str, type, Any]] = [("name", str, field(default=NONE))]
     fields += [(name, spec.settings, field(default_factory=spec.settings)) for name, spec in REGISTRY.items()]
     cls = dataclasses.make_dataclass("MethodConfig", fields, namespace={"__post_init__": check})
     cls.__module__ = __name__  # so that pickle finds it as agents.run.config.MethodConfig
@@ -150,7 +150,7 @@ def _method_config_class() -> type:
     return cls
 
 
-MethodConfig = _method_config_class()
+MethodConfig: Any = _method_config_class()  # built at import from the method registry: mypy cannot see its fields
 
 
 @dataclass
@@ -335,7 +335,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         (inner,) = [o for o in options if o is not type(None)]
         return _coerce(inner, value, where)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
+        return _build(typing.cast(type, hint), value, where)  # a hint is a class, not an instance
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

@@ -272,7 +272,7 @@ def _catch_stop_signals(stop: StopRequest) -> dict[int, Any]:
     """Route SIGINT and SIGTERM to ``stop`` (a second Ctrl-C stops at once); returns the handlers to put back."""
     if threading.current_thread() is not threading.main_thread():
         return {}  # signals reach only the main thread; a run driven from another thread stops by other means
-    previous = {}
+    previous: dict[int, Any] = {}
 
     def handle(signum: int, frame: Any) -> None:
         if stop.requested and signum == signal.SIGINT:

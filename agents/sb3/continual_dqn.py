@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch as th
@@ -220,14 +220,16 @@ class ContinualDQN(DQN):
             self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         task = self.current_task
-        losses, td_losses, penalties = [], [], {}
+        losses, td_losses = [], []
+        penalties: Stats = {}
         stats: Stats = {}
         for _ in range(gradient_steps):
             data = self._transitions(self.replay_buffer.sample(batch_size, env=self._vec_normalize_env))
             for m in self.methods:
                 stats.update({f"{m.name}/{k}": v for k, v in m.before_update(task).items()})
             td_loss = self._td_loss(data)
-            penalty, penalties = total_penalty(self.methods, task)
+            penalty, terms = total_penalty(self.methods, task)
+            penalties = cast(Stats, terms)  # the same dict, widened: gradient-applied terms add floats below
             loss = td_loss if penalty is None else td_loss + penalty
 
             self.policy.optimizer.zero_grad()
