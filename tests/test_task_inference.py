@@ -158,3 +158,19 @@ def test_task_state_round_trips_through_a_checkpoint_mid_stream():
     assert [by_state.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
     assert [by_pickle.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
     assert expected[-1] == 1
+
+
+def test_minatar_games_with_equal_channel_counts_are_told_apart_and_found_again():
+    # Breakout and Asterix both use 4 of the 10 padded channels, so which channels are ever on cannot be the cue:
+    # the tasks must come from what the frames show.
+    visits = [
+        ("MinAtar/Breakout", 1500),
+        ("MinAtar/Asterix", 1500),
+        ("MinAtar/Breakout", 800),
+        ("MinAtar/Asterix", 800),
+    ]
+    padded = [_recorded(g, 200, 0)[0][:, 4:].any() for g in ("MinAtar/Breakout", "MinAtar/Asterix")]
+    assert not any(padded)  # the premise: both games leave channels 4–9 empty
+    fmn = FlatFMN()
+    assert _play(fmn, visits) == [0, 1, 0, 1]
+    assert fmn.n_tasks == 2
