@@ -243,3 +243,53 @@ class SequenceEnv(gym.Env):
                 )
             self._envs[game] = env
         return env
+
+
+def per_env_sequence(sequence: GameSequence, n_envs: int) -> GameSequence:
+    """The schedule each of `n_envs` parallel envs plays so that all switch games at the same vector step.
+
+    Segments stay counted in agent steps of the whole vector (transitions, as the one-env stream counts them): a
+    segment of S steps is S / n_envs steps of each env, so the experience per game does not depend on `n_envs`. Every
+    segment's length must therefore be a multiple of `n_envs`.
+    """
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be an int >= 1, got {n_envs!r}")
+    uneven = [(i, s.steps) for i, s in enumerate(sequence.segments) if s.steps % n_envs]
+    if uneven:
+        i, steps = uneven[0]
+        raise ValueError(
+            f"segment {i} has {steps} agent steps, not a multiple of n_envs={n_envs}: the envs switch games together, "
+            f"so each segment must be n_envs × (steps per env); use {steps - steps % n_envs or n_envs} or "
+            f"{steps - steps % n_envs + n_envs}"
+        )
+    return GameSequence(tuple(Segment(s.game, s.steps // n_envs) for s in sequence.segments))
+
+
+class ParallelSequence:
+    """`n_envs` `SequenceEnv`s of one sequence that play the same game and switch together (`per_env_sequence`).
+
+    Steps and `seek` are in agent steps of the whole vector: env i has taken `steps_done / n_envs` steps of its own
+    schedule. Each env keeps its own emulators and RNG streams (SB3's `DummyVecEnv.seed(s)` seeds env i with s + i).
+    """
+
+    def __init__(self, sequence: GameSequence, make_env: Callable[[str], gym.Env], n_envs: int) -> None:
+        self.sequence = sequence
+        self.n_envs = n_envs
+        own = per_env_sequence(sequence, n_envs)
+        self.envs = [SequenceEnv(own, make_env) for _ in range(n_envs)]
+
+    @property
+    def steps_done(self) -> int:
+        """Agent steps taken by all envs together (the global schedule position)."""
+        return self.envs[0].steps_done * self.n_envs
+
+    def seek(self, step: int) -> None:
+        """Put every env at global agent step `step` (a multiple of n_envs, as every checkpoint's step is)."""
+        if step % self.n_envs:
+            raise ValueError(f"step must be a multiple of n_envs={self.n_envs}, got {step!r}")
+        for env in self.envs:
+            env.seek(step // self.n_envs)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

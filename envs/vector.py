@@ -60,6 +60,8 @@ _MAPPED_SETTINGS = frozenset(
         "max_episode_frames",
     }
 )
+# Fields of a run's settings (envs.game_env.EnvSettings, an AtariSettings subclass) for other families: not ALE's.
+_OTHER_FAMILY_SETTINGS = frozenset({"minatar"})
 _INT32_MAX = 2**31 - 1  # the C++ env takes frame caps and seeds as 32-bit ints
 
 
@@ -81,7 +83,7 @@ def check_vec_settings(settings: AtariSettings, n_envs: int) -> None:
         raise ValueError(f"settings must be an envs.atari.AtariSettings, got {settings!r}")
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs must be an int >= 1, got {n_envs!r}")
-    unknown = sorted({field.name for field in dataclasses.fields(settings)} - _MAPPED_SETTINGS)
+    unknown = sorted({field.name for field in dataclasses.fields(settings)} - _MAPPED_SETTINGS - _OTHER_FAMILY_SETTINGS)
     if unknown:
         raise ValueError(
             f"envs.vector does not map AtariSettings.{unknown[0]} onto the C++ AtariVectorEnv; map it in "

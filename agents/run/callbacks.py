@@ -41,9 +41,11 @@ class ContinualLoggingCallback(BaseCallback):
         self._t0, self._steps0 = time.perf_counter(), self.num_timesteps
 
     def _on_step(self) -> bool:
-        info = self.locals["infos"][0]
-        episode = info.get("episode")
-        if episode is not None:
+        # Episodes of every env (n_envs > 1: several may end in one step; the logger keeps the last of each tag).
+        for info in self.locals["infos"]:
+            episode = info.get("episode")
+            if episode is None:
+                continue
             game, score = info["game"], float(episode["r"])
             self.logger.record(f"game/{game}/score", score)
             if has_human_score(game):
@@ -51,7 +53,7 @@ class ContinualLoggingCallback(BaseCallback):
             self.logger.record(f"game/{game}/ep_len", int(episode["l"]))
             self.last_scores.setdefault(game, []).append(score)
             self._record_rates()
-        if info.get("segment_end"):
+        if self.locals["infos"][0].get("segment_end"):  # every env ends the segment at the same step
             self._record_rates()
             self.logger.dump(self.num_timesteps)
         return True
@@ -98,7 +100,8 @@ class TaskInferenceMonitor(BaseCallback):
         delay = self.detector.update(game, task)
         if delay is not None:
             self.logger.record("task/switch_delay", delay)
-        if self.num_timesteps % self.every == 0 or self.locals["infos"][0].get("segment_end"):
+        crossed = self.num_timesteps // self.every > (self.num_timesteps - self.training_env.num_envs) // self.every
+        if crossed or self.locals["infos"][0].get("segment_end"):  # n_envs steps at a time: a multiple was passed
             self.record()
         return True
 
@@ -241,9 +244,10 @@ class LiveOutputCallback(BaseCallback):
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
         game, task, segment = info.get("game"), self.model.current_task, info.get("segment", 0)
-        episode = info.get("episode")
-        if episode is not None and game is not None:
-            self.scores.setdefault(game, []).append(float(episode["r"]))
+        ended = [i for i in self.locals["infos"] if i.get("episode") is not None and i.get("game") is not None]
+        for each in ended:  # every env's episodes
+            self.scores.setdefault(each["game"], []).append(float(each["episode"]["r"]))
+        episode = ended[-1]["episode"] if ended else None
         if game is not None and (game, task) != self.playing:
             self._announce(self.num_timesteps - 1, game, task, segment)  # 0-based index of the step just played
         if self.bar is not None:

@@ -102,8 +102,12 @@ class AgentConfig:
     batch_size: int = 32  # minibatch size of each update
     buffer_size: int = 50_000  # transitions per task's replay buffer (the EWC paper: 50k per task)
     learning_starts: int = 50_000  # transitions a task's buffer holds before it is trained (per task)
-    train_freq: int = 4  # agent steps between updates
-    gradient_steps: int = 1  # updates every train_freq steps
+    train_freq: int = 4  # agent steps (transitions, all envs together) between updates
+    gradient_steps: int = 1  # updates every train_freq agent steps: the replay ratio is gradient_steps / train_freq
+    # envs playing the sequence's current game side by side, all switching together; segment lengths, checkpoint_every
+    # and eval.every count agent steps of all envs (multiples of n_envs), the replay ratio stays per transition
+    # (agents/sb3/vector_schedule.py) and task inference watches env 0 only (ContinualDQN._observe_task)
+    n_envs: int = 1
     target_update_interval: int = 10_000  # agent steps between target-network syncs
     exploration_initial_eps: float = 1.0  # ε at a task's first step
     exploration_final_eps: float = 0.01  # ε after annealing
@@ -115,7 +119,7 @@ class AgentConfig:
     replay_memory_gb: float = 0.0  # budget for all tasks' buffers together, GiB (0: none); oldest tasks freed first
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "buffer_size", "train_freq", "gradient_steps", "target_update_interval"):
+        for name in ("batch_size", "buffer_size", "train_freq", "gradient_steps", "target_update_interval", "n_envs"):
             _at_least(f"agent.{name}", getattr(self, name), 1)
         _at_least("agent.learning_starts", self.learning_starts, 0)
         _at_least("agent.exploration_steps", self.exploration_steps, 0)
@@ -225,7 +229,24 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     sequence = config.sequence.build()  # validates games and steps now rather than at the first switch
     _check_game_family(config, sequence)
     _check_replay_budget(config)
+    _check_n_envs(config, sequence)
     return config
+
+
+def _check_n_envs(config: Config, sequence: GameSequence) -> None:
+    """Step counts must be multiples of agent.n_envs: the envs step together, n_envs agent steps at a time."""
+    n = config.agent.n_envs
+    if n == 1:
+        return
+    counts = [(f"sequence segment {i} ({s.game}) steps", s.steps) for i, s in enumerate(sequence.segments)]
+    counts += [("run.checkpoint_every", config.run.checkpoint_every), ("eval.every", config.eval.every)]
+    for name, value in counts:
+        if value % n:
+            low = value - value % n
+            raise ConfigError(
+                f"{name}={value} is not a multiple of agent.n_envs={n}: the {n} envs take {n} agent steps at a time "
+                f"and switch games together; use {low or n} or {low + n}, or change agent.n_envs"
+            )
 
 
 def _check_game_family(config: Config, sequence: GameSequence) -> None:

@@ -34,11 +34,12 @@ from agents.run.config import Config, ConfigError, load_config, save_config
 from agents.run.rng import restore_rng_state
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
 from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
+from agents.sb3.vector_schedule import vector_train_schedule
 from cl_rl.methods import REGISTRY
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.game_env import frames_per_step, make_game_env
-from envs.sequence import GameSequence, SequenceEnv
+from envs.sequence import GameSequence, ParallelSequence
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -95,10 +96,17 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def make_stream(config: Config, sequence: GameSequence) -> tuple[SequenceEnv, DummyVecEnv]:
-    """The game stream as one env, wrapped as SB3's single-env VecEnv."""
-    stream = SequenceEnv(sequence, functools.partial(make_game_env, settings=config.env))
-    return stream, DummyVecEnv([lambda: stream])
+def make_stream(config: Config, sequence: GameSequence) -> tuple[ParallelSequence, DummyVecEnv]:
+    """The game stream as ``agent.n_envs`` envs that switch games together, as SB3's ``DummyVecEnv``.
+
+    ``DummyVecEnv`` (envs stepped one after another in this process) rather than ale-py's C++ ``AtariVectorEnv``
+    (``envs/vector.py``) or ``SubprocVecEnv``: every env is then the same Python chain as the one-env stream, for
+    both families (the C++ env differs in no-op starts, sticky-action seeding and the NOOP after a life loss, and has
+    no MinAtar), so ``n_envs`` changes the amount of parallel experience but not the games; and on this project's
+    2-core CPU the update, not the emulator, bounds agent steps/s (docs/SPEED.md), so worker processes would not pay.
+    """
+    stream = ParallelSequence(sequence, functools.partial(make_game_env, settings=config.env), config.agent.n_envs)
+    return stream, DummyVecEnv([functools.partial(lambda env: env, env) for env in stream.envs])
 
 
 def make_task_source(config: Config) -> TaskSource:
@@ -108,6 +116,7 @@ def make_task_source(config: Config) -> TaskSource:
 
 def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
     a = config.agent
+    train_freq, gradient_steps = vector_train_schedule(a.train_freq, a.gradient_steps, env.num_envs)
     return ContinualDQN(
         "ContinualCnnPolicy",
         env,
@@ -119,8 +128,8 @@ def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
         learning_starts=a.learning_starts,
         batch_size=a.batch_size,
         gamma=a.gamma,
-        train_freq=a.train_freq,
-        gradient_steps=a.gradient_steps,
+        train_freq=train_freq,  # in vector steps, so that gradient_steps / train_freq updates per transition stay
+        gradient_steps=gradient_steps,
         target_update_interval=a.target_update_interval,
         exploration_initial_eps=a.exploration_initial_eps,
         exploration_final_eps=a.exploration_final_eps,
@@ -210,7 +219,7 @@ def _resume_overrides(saved: Config, wanted: Config) -> Config:
 def _learn(
     config: Config,
     sequence: GameSequence,
-    stream: SequenceEnv,
+    stream: ParallelSequence,
     model: ContinualDQN,
     run_dir: Path,
     first_time: bool,

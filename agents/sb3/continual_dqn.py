@@ -102,8 +102,6 @@ class ContinualDQN(DQN):
     # --- set-up -----------------------------------------------------------------------------------------------
     def _setup_model(self) -> None:
         super()._setup_model()
-        if self.n_envs != 1:
-            raise ValueError(f"ContinualDQN follows one stream of tasks and needs n_envs=1, got {self.n_envs}")
         modes = (th.nn.modules.batchnorm._BatchNorm, th.nn.Dropout)
         assert not any(isinstance(m, modes) for m in self.policy.modules()), "_act assumes no train/eval difference"
         if not isinstance(self.replay_buffer, PerTaskReplayBuffer):
@@ -145,7 +143,13 @@ class ContinualDQN(DQN):
         self.exploration_rate = self.epsilon.value(task)
 
     def _observe_task(self, observations: np.ndarray, dones: Sequence[bool], infos: Sequence[dict] = ()) -> None:
-        """Ask the task source for the task of the newest observation and switch if it changed."""
+        """Ask the task source for the task of the newest observation and switch if it changed.
+
+        With several envs only env 0 is watched: the forget-me-not model (``cl_rl.task_inference``) scores how well
+        each task's model predicts the *next* frame of one coherent frame sequence, and interleaving envs would feed
+        it frames of unrelated episodes. All envs play the same game and switch together (``envs.sequence.
+        ParallelSequence``), so env 0's task is every env's: all their transitions go to that task's buffer.
+        """
         # After an automatic reset the observation belongs to the new episode, whose info is in reset_infos.
         info = self.env.reset_infos[0] if dones[0] else (infos[0] if infos else {})  # type: ignore[union-attr]
         task = self.task_source.observe(observations[0], info.get("game"), episode_start=bool(dones[0]))
@@ -172,8 +176,8 @@ class ContinualDQN(DQN):
 
     # --- the SB3 loop's hooks -----------------------------------------------------------------------------------
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1):
-        # Uniform random actions until the *current task's* buffer holds `learning_starts` transitions.
-        if self.replay_buffer.size() < learning_starts:
+        # Uniform random actions until the *current task's* buffer holds `learning_starts` transitions (all envs').
+        if self.replay_buffer.transitions() < learning_starts:
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
             action = self._act(self._last_obs)  # type: ignore[arg-type]
@@ -214,7 +218,7 @@ class ContinualDQN(DQN):
         replay memory and R_m the methods' penalties. The methods' hooks run around it: ``before_update`` after the
         minibatch is drawn, ``after_backward`` between the backward pass and gradient clipping.
         """
-        if self.replay_buffer.size() < max(self.learning_starts, batch_size):
+        if self.replay_buffer.transitions() < max(self.learning_starts, batch_size):
             return
         if not self.policy.training:  # predict() (evaluation) leaves it in eval mode; the act path does not
             self.policy.set_training_mode(True)

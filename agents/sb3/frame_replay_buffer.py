@@ -62,6 +62,10 @@ class FrameStackReplayBuffer(ReplayBuffer):
     def size(self) -> int:
         return len(self.memory)
 
+    def transitions(self) -> int:
+        """Transitions held, from all envs (``size()`` too counts transitions here, not SB3's rows of n_envs)."""
+        return len(self.memory)
+
     @property
     def nbytes(self) -> int:
         return self.memory.nbytes

@@ -147,7 +147,11 @@ class PerTaskReplayBuffer(ReplayBuffer):
 
     def sizes(self) -> list[int]:
         """Number of transitions held for each task (0 for a freed buffer)."""
-        return [0 if b is None else b.size() for b in self.buffers]
+        return [0 if b is None else stored_transitions(b) for b in self.buffers]
+
+    def transitions(self) -> int:
+        """Transitions the active task's buffer holds, from all envs (``size()`` counts SB3's rows of n_envs)."""
+        return stored_transitions(self.buffer()) if self.buffers else 0
 
     # --- the ReplayBuffer interface SB3 uses ------------------------------------------------------------------
     @property
@@ -172,6 +176,13 @@ class PerTaskReplayBuffer(ReplayBuffer):
         for b in self.buffers:
             if b is not None:
                 b.reset()
+
+
+def stored_transitions(buffer: ReplayBuffer) -> int:
+    """Transitions ``buffer`` holds: SB3's ``size()`` counts rows of ``n_envs`` transitions (one per vector step);
+    a buffer that counts transitions itself says so through a ``transitions()`` method (``FrameStackReplayBuffer``)."""
+    count = getattr(buffer, "transitions", None)
+    return int(count()) if callable(count) else buffer.size() * buffer.n_envs
 
 
 def buffer_nbytes(buffer: ReplayBuffer) -> int:
