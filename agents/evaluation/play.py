@@ -6,7 +6,6 @@ import contextlib
 import copy
 from collections import Counter
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
@@ -29,18 +28,28 @@ def evaluate_game(
     seed: int = 0,
 ) -> list[float]:
     """Raw scores of ``episodes`` full games of ``game`` played ε-greedily with ``task``'s gains and biases."""
-    source = cast(TaskSource, _FixedTask(task))  # play_game only calls observe()
+    source = _FixedTask(task)
     return list(play_game(model, game, source, settings, episodes, epsilon, seed).scores)
 
 
 class _FixedTask:
-    """A task source that answers the same task id for every observation."""
+    """A task source that answers the same task id for every observation (a ``TaskSource`` with no state)."""
 
     def __init__(self, task: int) -> None:
         self.task = task
 
+    @property
+    def n_tasks(self) -> int:
+        return self.task + 1  # ids below it may exist (the agent's earlier tasks)
+
     def observe(self, observation: np.ndarray, true_label: str | None, *, episode_start: bool = False) -> int:
         return self.task
+
+    def state_dict(self) -> dict:
+        return {"task": self.task}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.task = int(state["task"])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ aggregated with rliable's IQM and stratified-bootstrap confidence intervals.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from agents.evaluation import plots
 from agents.evaluation.periodic_evaluation import TaskMode, evaluate_games
 from agents.evaluation.play import GameEvaluation
+from agents.evaluation.result_files import write_csv, write_json
 from agents.run.checkpoints import list_checkpoints
 from agents.run.config import Config, load_config
 from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR
@@ -283,7 +283,7 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
     ]
     for name, values in (("retention.csv", ev.scores), ("retention_hns.csv", ev.hns)):
         matrix = ev.retention(values)
-        _write_csv(
+        write_csv(
             out / name,
             ["segment", "trained_game", "step", *games],
             [
@@ -291,15 +291,15 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
                 for seg, row in zip(segments, matrix.tolist(), strict=True)
             ],
         )
-    _write_csv(
+    write_csv(
         out / "curves.csv",
         ["step", *games],
         [[step, *row] for step, row in zip(ev.steps, ev.scores.tolist(), strict=True)],
     )
     metrics = ev.metrics(reference_hns)
     settings = dataclasses.asdict(ev.settings)
-    _write_json(out / "metrics.json", {**metrics, "settings": settings})
-    _write_json(
+    write_json(out / "metrics.json", {**metrics, "settings": settings})
+    write_json(
         out / "retention.json",
         {
             "games": games,
@@ -385,8 +385,8 @@ def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50
                     "group_iqm_total_clipped_hns_ci": [total_iqm.low, total_iqm.high],
                 }
             )
-    _write_csv(out / "comparison.csv", list(rows[0]), [list(row.values()) for row in rows])
-    _write_json(out / "comparison.json", rows)
+    write_csv(out / "comparison.csv", list(rows[0]), [list(row.values()) for row in rows])
+    write_json(out / "comparison.json", rows)
     curves: dict[str, list[tuple[Sequence[int], np.ndarray]]] = {
         name: [(ev.steps, cast(np.ndarray, total_clipped(ev.hns))) for ev in runs] for name, runs in groups.items()
     }
@@ -441,29 +441,3 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
             f"   {r['group_iqm_end_hns']:.3f} [{low:.3f}, {high:.3f}]"
         )
     return "\n".join(lines)
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows([["" if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows])
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(_plain(data), indent=2) + "\n")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: arrays to lists, NaN to null."""
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -52,10 +52,19 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.evaluation import plots
-from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, _plain, _write_csv, evaluate_checkpoint
+from agents.evaluation.result_files import json_ready, write_csv
+from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, evaluate_checkpoint
 from agents.run.checkpoints import CheckpointError, checkpoint_path
 from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config
-from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR, RunDirError, _flatten, resume, train
+from agents.run.training import (
+    CHECKPOINT_DIR,
+    CONFIG_NAME,
+    TENSORBOARD_DIR,
+    RunDirError,
+    flatten_settings,
+    resume,
+    train,
+)
 from cl_rl.methods import NONE, REGISTRY, parse_method_names
 from cl_rl.retention import (
     Interval,
@@ -221,7 +230,7 @@ def run_state(run_dir: Path, config: Config) -> str:
         old = load_config(saved).to_dict()
     except ConfigError as err:
         raise TableError(f"{saved} cannot be read ({err}); delete {run_dir} or choose another --out") from err
-    new, before = _flatten(config.to_dict()), _flatten(old)
+    new, before = flatten_settings(config.to_dict()), flatten_settings(old)
     changed = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k) and k not in _HOW_RUN)
     if changed:
         raise TableError(
@@ -554,7 +563,7 @@ def write_table(table: Table, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "table.md", out / "table.csv", out / "table.json", out / "runs.csv", out / "references.csv"]
     (out / "table.md").write_text(format_markdown(table))
-    _write_csv(
+    write_csv(
         out / "table.csv",
         ["method", "seeds", *(f"{k}_{p}" for k in METRICS for p in ("iqm", "low", "high")), "run_s", "ms_per_update"],
         [
@@ -562,7 +571,7 @@ def write_table(table: Table, out: Path) -> list[Path]:
             for row in table.rows
         ],
     )
-    _write_csv(
+    write_csv(
         out / "runs.csv",
         ["method", "run", *(f"{k}_mean" for k in METRICS), "run_s", "updates"],
         [
@@ -571,7 +580,7 @@ def write_table(table: Table, out: Path) -> list[Path]:
             for i, run in enumerate(row.runs)
         ],
     )
-    _write_csv(
+    write_csv(
         out / "references.csv",
         ["game", "steps", "random", "reference_mean", "reference_seeds", "above_random"],
         [
@@ -581,7 +590,7 @@ def write_table(table: Table, out: Path) -> list[Path]:
             )
         ],
     )
-    (out / "table.json").write_text(json.dumps(_plain(_as_json(table)), indent=2) + "\n")
+    (out / "table.json").write_text(json.dumps(json_ready(_as_json(table)), indent=2) + "\n")
     for row in table.rows:
         written += _figures(table, row, out)
     return written

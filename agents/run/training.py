@@ -199,7 +199,7 @@ _SHAPE_KEYS = ("agent.network", "agent.gains", "env.screen_size", "env.frame_sta
 
 
 def _resume_overrides(saved: Config, wanted: Config) -> Config:
-    old, new = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    old, new = flatten_settings(saved.to_dict()), flatten_settings(wanted.to_dict())
     changed = sorted(k for k in new if old.get(k) != new[k])
     shape = [k for k in changed if k.startswith(_SHAPE_KEYS)]
     if shape:
@@ -297,17 +297,18 @@ def _log_config(model: ContinualDQN, config: Config) -> None:
     """The resolved config as TensorBoard text and as hparams."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     model.logger.record("config", "```\n" + text + "```", exclude=("stdout", "log", "json", "csv"))
-    hparams = _flatten(config.to_dict())
+    hparams = flatten_settings(config.to_dict())
     model.logger.record("hparams", HParam(hparams, {"train/loss": 0.0}), exclude=("stdout", "log", "json", "csv"))
     model.logger.dump(0)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys (``agent.learning_rate``) with scalar values (others as text)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten_settings(value, name + "."))
         elif isinstance(value, bool | int | float | str):
             flat[name] = value
         else:
@@ -321,6 +322,7 @@ __all__ = [
     "RunDirError",
     "RunResult",
     "apply_threads",
+    "flatten_settings",
     "new_run_dir",
     "resume",
     "train",
