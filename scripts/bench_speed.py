@@ -8,6 +8,7 @@ ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
 
     python scripts/bench_speed.py [--steps 1000] [--repeats 3] [--game Pong] [--warmup 200] [--threads 2]
     python scripts/bench_speed.py --minatar --variants sb3,plain,full    # MinAtar network, one update per step
+    python scripts/bench_speed.py --minatar --n-envs 1,2,4,8             # several envs, same updates per transition
 
 The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
 it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
@@ -16,6 +17,7 @@ it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -25,6 +27,7 @@ from agents.bench.speed_benchmark import (
     VARIANTS,
     BenchSettings,
     VariantResult,
+    format_n_envs_report,
     format_report,
     run_benchmark,
     time_update_levers,
@@ -108,8 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: ms per update with each lever on or off (Adam kinds, EWC autograd/closed form, joint forward)",
     )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
+    parser.add_argument(
+        "--n-envs",
+        default="1",
+        help="comma-separated env counts, each run by every variant at the same updates per transition; more than "
+        "one prints a table of agent steps/s per n_envs (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
+        n_envs = [int(n) for n in args.n_envs.split(",") if n.strip()]
+        if not n_envs or min(n_envs) < 1:
+            raise ValueError(f"--n-envs must list ints >= 1, got {args.n_envs!r}")
         variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
         unknown = set(variants) - set(VARIANTS)
         if unknown or not {"sb3", "plain", "full"} <= set(variants):
@@ -128,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_steps=args.setup_steps,
             **({"double_dqn": False} if args.no_double_dqn else {}),
             device=args.device,
+            n_envs=n_envs[0],
         )
     except (ValueError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -147,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} repeat(s) of {', '.join(variants)}",
         flush=True,
     )
+    if len(n_envs) > 1:
+        by_n = {}
+        for n in n_envs:
+            print(f"n_envs={n}:", flush=True)
+            by_n[n] = run_benchmark(dataclasses.replace(settings, n_envs=n), variants, args.repeats, report=_print_run)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"agent steps (transitions of all envs) per second, medians; load average at the end: {load}")
+        print("\n".join(format_n_envs_report(by_n)))
+        return 0
     results = run_benchmark(settings, variants, args.repeats, report=_print_run)
     print("\n".join(format_report(results, torch.get_num_threads())))
     return 0

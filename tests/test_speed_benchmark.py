@@ -82,7 +82,9 @@ def test_invalid_settings_are_refused() -> None:
 
 @pytest.mark.slow
 def test_script_prints_the_last_line_with_positive_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--steps", "8", "--warmup", "4", "--learning-starts", "64", "--buffer-size", "500"]
+    # warmup: the task inference detects the switch to the timed game a few steps late, and the timed span must hold
+    # only updates (the benchmark refuses a span with fewer than one per train_freq steps)
+    args = ["--steps", "8", "--warmup", "64", "--learning-starts", "64", "--buffer-size", "500"]
     args += ["--setup-steps", "120", "--repeats", "1", "--threads", "1", "--variants", "sb3,plain,full"]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -91,6 +93,39 @@ def test_script_prints_the_last_line_with_positive_figures(capsys: pytest.Captur
     assert all(float(x) > 0 for x in match.groups())
     assert any("anchors=2" in line for line in out)  # the full variant ran under two EWC anchors
     assert any("B/transition" in line for line in out)
+
+
+def test_n_envs_keeps_the_updates_per_transition_and_aligns_the_timed_span() -> None:
+    s = BenchSettings.for_minatar(setup_steps=50, learning_starts=64, buffer_size=500, warmup=10, n_envs=8)
+    assert s.period == 8 and s.first_timed_step == 80  # 74 rounded up to whole vector steps
+    config = agent_config(s, full=True)
+    assert config.agent.n_envs == 8 and config.agent.train_freq == 1
+    assert all(seg.steps % 8 == 0 for seg in config.sequence.build().segments)
+    assert BenchSettings(n_envs=6, train_freq=4).period == 12
+
+
+@pytest.mark.slow
+def test_script_prints_a_table_per_n_envs(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("envs.minatar")
+    args = ["--minatar", "--n-envs", "1,2", "--steps", "8", "--warmup", "64", "--learning-starts", "64"]
+    args += ["--buffer-size", "500", "--setup-steps", "60", "--repeats", "1", "--threads", "1"]
+    assert main([*args, "--variants", "sb3,plain,full"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-3].split() == [
+        "n_envs",
+        "sb3",
+        "steps/s",
+        "plain",
+        "steps/s",
+        "full",
+        "steps/s",
+        "plain/sb3",
+        "full/sb3",
+    ]
+    for line, n in zip(out[-2:], (1, 2), strict=True):
+        cells = line.split()
+        assert int(cells[0]) == n and all(float(c.rstrip("x")) > 0 for c in cells[1:])
+    assert main([*args[:2], "0,2"]) == 2
 
 
 def test_update_levers_time_every_variant() -> None:

@@ -18,6 +18,11 @@ MinAtar (``BenchSettings.for_minatar``): the same variants on MinAtar games with
 (conv 16·3×3, fully connected 128; SB3 gets it as ``MinAtarCNN``, this agent as ``network: minatar`` with its
 per-task gains), one update per agent step, DQN targets for both, SB3's ``ReplayBuffer`` for both.
 
+Several envs (``n_envs``; ``scripts/bench_speed.py --n-envs 1,2,4,8``): both agents step ``n_envs`` copies of the
+game in SB3's ``DummyVecEnv`` (this agent through ``agent.n_envs``, all envs switching games together) and keep one
+update per ``train_freq`` transitions: ``agents.sb3.vector_schedule.vector_train_schedule`` gives both the same SB3
+``train_freq`` / ``gradient_steps``. Rates are agent steps (transitions, all envs together) per second.
+
 Only agent steps after ``learning_starts`` + ``warmup`` are timed, so every timed step is a training step with a
 forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed value) and one update every
 ``train_freq`` steps. Peak resident memory is the process's high-water mark, reset before each variant through
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import os
 import resource
 import time
@@ -54,6 +60,7 @@ from agents.sb3.continual_dqn import ContinualDQN
 from agents.sb3.networks import ARCHITECTURES
 from agents.sb3.policy import ContinualDQNPolicy
 from agents.sb3.replay import buffer_nbytes
+from agents.sb3.vector_schedule import vector_train_schedule
 from cl_rl.consolidation import QuadraticPenalty
 from cl_rl.methods.quadratic import QuadraticMethod
 from cl_rl.task_modulation import shared_parameters
@@ -86,6 +93,7 @@ class BenchSettings:
     device: str = "cpu"
     network: str = "nature"  # this agent's torso (agents.sb3.networks); SB3 gets NatureCNN, or MinAtarCNN for minatar
     task_source: str = "fmn"  # the full variants' task ids: inferred (fmn) or the true game (oracle)
+    n_envs: int = 1  # envs stepped side by side (DummyVecEnv) by every variant, at the same updates per transition
 
     @classmethod
     def for_minatar(cls, **overrides: Any) -> BenchSettings:
@@ -104,7 +112,7 @@ class BenchSettings:
         return self.network == "minatar"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "buffer_size", "batch_size", "train_freq", "setup_steps", "fisher_batches"):
+        for name in ("steps", "buffer_size", "batch_size", "train_freq", "setup_steps", "fisher_batches", "n_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.learning_starts < self.batch_size:
@@ -119,10 +127,18 @@ class BenchSettings:
             raise ValueError(f"the timed game {self.game} must differ from the set-up games {self.setup_games}")
 
     @property
+    def period(self) -> int:
+        """Agent steps of one rollout with whole updates: lcm(train_freq, n_envs) (train_freq with one env)."""
+        return math.lcm(self.train_freq, self.n_envs)
+
+    def aligned(self, steps: int) -> int:
+        """``steps`` rounded up to a multiple of ``period``, so that a span holds whole rollouts."""
+        return -(-steps // self.period) * self.period
+
+    @property
     def first_timed_step(self) -> int:
-        """Agent step (of the timed game) at which the timer starts: a multiple of train_freq, after warm-up."""
-        start = self.learning_starts + self.warmup
-        return -(-start // self.train_freq) * self.train_freq
+        """Agent step (of the timed game) at which the timer starts: a multiple of ``period``, after warm-up."""
+        return self.aligned(self.learning_starts + self.warmup)
 
 
 @dataclass
@@ -179,14 +195,17 @@ class Stopwatch(BaseCallback):
         super().__init__()
         self.start, self.steps, self.on_start = start, steps, on_start
         self.started = self.stopped = 0.0
+        self.updates = 0  # updates (gradient steps) taken inside the timed span
 
     def _on_step(self) -> bool:
         if self.num_timesteps == self.start:
             if self.on_start is not None:
                 self.on_start(self.model)
+            self.updates = -self.model._n_updates
             self.started = time.perf_counter()
         elif self.num_timesteps == self.start + self.steps:
             self.stopped = time.perf_counter()
+            self.updates += self.model._n_updates
             return False
         return True
 
@@ -197,9 +216,14 @@ class Stopwatch(BaseCallback):
 
 
 def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> float:
-    steps = -(-s.steps // s.train_freq) * s.train_freq
+    steps = s.aligned(s.steps)
     watch = Stopwatch(start, steps, on_start)
-    model.learn(start + steps + s.train_freq, callback=watch, log_interval=1_000_000, progress_bar=False)
+    model.learn(start + steps + s.period, callback=watch, log_interval=1_000_000, progress_bar=False)
+    if watch.updates != steps // s.train_freq:  # e.g. the timed task's buffer was still under learning_starts
+        raise RuntimeError(
+            f"{type(model).__name__}: the timed span of {steps} agent steps held {watch.updates} updates, not "
+            f"{steps // s.train_freq}: raise warmup (the task inference's delay costs n_envs transitions a step)"
+        )
     return watch.steps_per_s
 
 
@@ -229,10 +253,13 @@ def _sb3_env(s: BenchSettings) -> VecEnv:
     if s.minatar:
         from envs.minatar import MinAtarSettings, make_minatar_env  # MinAtar's package only where it is asked for
 
-        return DummyVecEnv([lambda: make_minatar_env(s.game, MinAtarSettings(), seed=s.seed)])
+        makers = [
+            functools.partial(make_minatar_env, s.game, MinAtarSettings(), seed=s.seed + i) for i in range(s.n_envs)
+        ]
+        return DummyVecEnv(makers)
     env = sb3_make_atari_env(
         ale_env_id(s.game),
-        n_envs=1,
+        n_envs=s.n_envs,
         seed=s.seed,
         env_kwargs={
             "frameskip": 1,  # SB3's AtariWrapper skips frames itself
@@ -249,6 +276,7 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
     """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; (steps/s, replay bytes per transition)."""
     env = _sb3_env(s)
     minatar = {"features_extractor_class": MinAtarCNN, "net_arch": []} if s.minatar else None
+    train_freq, gradient_steps = vector_train_schedule(s.train_freq, 1, s.n_envs)
     model = DQN(
         "CnnPolicy",
         env,
@@ -258,8 +286,8 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
         learning_starts=s.learning_starts,
         batch_size=s.batch_size,
         gamma=0.99,
-        train_freq=s.train_freq,
-        gradient_steps=1,
+        train_freq=train_freq,
+        gradient_steps=gradient_steps,
         target_update_interval=s.target_update_interval,
         exploration_initial_eps=s.epsilon,
         exploration_final_eps=s.epsilon,
@@ -285,8 +313,8 @@ def setup_games(s: BenchSettings, anchors: int) -> tuple[str, ...]:
 
 def agent_config(s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2) -> Config:
     """This agent's config for a variant: the plain one plays ``game`` alone; the full one is preceded by set-up."""
-    timed = s.first_timed_step + s.steps + 4 * s.train_freq
-    segments = [{"game": g, "steps": s.setup_steps} for g in setup_games(s, anchors)] if full else []
+    timed = s.first_timed_step + s.aligned(s.steps) + 4 * s.period
+    segments = [{"game": g, "steps": s.aligned(s.setup_steps)} for g in setup_games(s, anchors)] if full else []
     segments.append({"game": s.game, "steps": timed})
     return config_from_dict(
         {
@@ -300,8 +328,9 @@ def agent_config(s: BenchSettings, full: bool, replay: str | None = None, anchor
                 "buffer_size": s.buffer_size,
                 "learning_starts": s.learning_starts,
                 "batch_size": s.batch_size,
-                "train_freq": s.train_freq,
+                "train_freq": s.train_freq,  # per transition: make_agent converts it for n_envs as run_sb3 does
                 "gradient_steps": 1,
+                "n_envs": s.n_envs,
                 "target_update_interval": s.target_update_interval,
                 "exploration_initial_eps": s.epsilon,
                 "exploration_final_eps": s.epsilon,
@@ -336,7 +365,7 @@ def run_agent(
     config = agent_config(s, full, replay, anchors)
     _, env = make_stream(config, config.sequence.build())
     model = make_agent(config, env)
-    start = (len(setup_games(s, anchors)) * s.setup_steps if full else 0) + s.first_timed_step
+    start = (len(setup_games(s, anchors)) * s.aligned(s.setup_steps) if full else 0) + s.first_timed_step
     try:
         check = functools.partial(_require_anchors, anchors=anchors) if full else None
         rate = _timed_learn(model, start, s, on_start=check)
@@ -430,6 +459,20 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
     lines.append(
         f"ratio_full_vs_sb3={full / base:.3f} ratio_plain_vs_sb3={plain / base:.3f} steps_per_s_full={full:.1f}"
     )
+    return lines
+
+
+def format_n_envs_report(by_n: dict[int, dict[str, list[VariantResult]]]) -> list[str]:
+    """Agent steps/s (median) of every variant for each ``n_envs``, with each variant's ratio to ``sb3`` at that n."""
+    variants = list(next(iter(by_n.values())))
+    head = f"{'n_envs':>6} " + " ".join(f"{v + ' steps/s':>15}" for v in variants)
+    head += " " + " ".join(f"{v + '/sb3':>10}" for v in variants if v != "sb3")
+    lines = [head]
+    for n, results in by_n.items():
+        rates = {v: median_rate(results[v]) for v in variants}
+        row = f"{n:>6} " + " ".join(f"{rates[v]:>15.1f}" for v in variants)
+        row += " " + " ".join(f"{rates[v] / rates['sb3']:>9.2f}x" for v in variants if v != "sb3")
+        lines.append(row)
     return lines
 
 
