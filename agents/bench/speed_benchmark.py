@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -253,7 +254,7 @@ def _sb3_env(s: BenchSettings) -> VecEnv:
     if s.minatar:
         from envs.minatar import MinAtarSettings, make_minatar_env  # MinAtar's package only where it is asked for
 
-        makers = [
+        makers: list[Callable[[], gym.Env]] = [
             functools.partial(make_minatar_env, s.game, MinAtarSettings(), seed=s.seed + i) for i in range(s.n_envs)
         ]
         return DummyVecEnv(makers)
