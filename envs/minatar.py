@@ -37,7 +37,6 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import TimeLimit
-from minatar import Environment
 from stable_baselines3.common.monitor import Monitor
 
 from envs.games import MINATAR_PREFIX, canonical_game, game_family
@@ -91,6 +90,8 @@ class MinAtarEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}  # type: ignore[misc]  # gymnasium types it per instance
 
     def __init__(self, game: str, sticky_action_prob: float = 0.1, difficulty_ramping: bool = True) -> None:
+        from minatar import Environment  # here, not at the top: minatar imports seaborn and scipy (~1-3 s a process)
+
         self.game = canonical_game(game)
         self._env = Environment(module_name(self.game), sticky_action_prob, difficulty_ramping)
         self.n_channels = self._env.state_shape()[2]  # the game's own channels; the rest stay zero

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stopped; every run is resumable: python scripts/sweep.py {args.sweep} (same --sweep-dir)")
+        print(f"stopped; every run is resumable: python scripts/sweep.py {args.sweep} --sweep-dir {sweep_dir}")
         return 130
     failed = {name: state for name, state in states.items() if state != "done"}
     comparison = compare_sweep(sweep, sweep_dir)

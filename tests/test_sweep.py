@@ -1,5 +1,6 @@
 """Sweeps (agents/run/sweep.py, agents/run/sweep_ray.py, scripts/sweep.py): expansion and validation without Ray;
-then real tiny runs as tasks of a local Ray instance: a 2×2 sweep, a worker SIGKILLed and resumed, a re-launch."""
+then real tiny runs as tasks of one local Ray instance: a 2×2 sweep and its re-launch, a worker SIGKILLed and resumed,
+Ctrl-C on the script and the re-launch that resumes its runs."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import runpy
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agents.run.checkpoints import list_checkpoints
+from agents.run.checkpoints import checkpoint_problem, list_checkpoints
 from agents.run.config import save_config
 from agents.run.sweep import (
     SweepError,
@@ -24,18 +26,32 @@ from agents.run.sweep import (
     read_progress,
     run_state,
 )
+from agents.sb3.continual_dqn import CHECKPOINT_FORMAT
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
-# ~160 agent steps over Pong → Breakout → Pong, a checkpoint every 50, a 4-minibatch Fisher, no live evaluation.
+# 100 agent steps over Pong → Breakout → Pong with 25-step episodes (scores within each segment), checkpoints at the
+# segment ends only, a Fisher from 2 minibatches of 8, no live evaluation: ALE games, as the comparison needs HNS.
 FAST = {
     "sequence.segments": [
-        {"game": "Pong", "steps": 60},
-        {"game": "Breakout", "steps": 50},
-        {"game": "Pong", "steps": 50},
+        {"game": "Pong", "steps": 40},
+        {"game": "Breakout", "steps": 30},
+        {"game": "Pong", "steps": 30},
     ],
+    "agent.learning_starts": 16,
+    "method.ewc.batches": 2,
+    "method.ewc.batch_size": 8,
+    "run.checkpoint_every": 0,
+    "env.max_episode_frames": 100,
+    "eval.enabled": False,
+}
+# The faults' runs: 2 × 250 agent steps of MinAtar (the MinAtar paper's small network: ~10× cheaper a step than the
+# Nature network on 84×84 frames), a checkpoint every 50, so that a signal finds a run between two checkpoints.
+MINATAR = {
+    "sequence.segments": [{"game": "MinAtar/Breakout", "steps": 250}, {"game": "MinAtar/Freeway", "steps": 250}],
+    "agent.network": "minatar",
+    "agent.replay": "sb3",
     "agent.learning_starts": 32,
-    "method.ewc.batches": 4,
     "run.checkpoint_every": 50,
     "eval.enabled": False,
 }
@@ -60,7 +76,7 @@ def test_axes_expand_into_named_validated_runs(tmp_path: Path) -> None:
         ("ewc", 1, "ewc"),
     ]
     run = sweep.runs[0]
-    assert run.total_steps == 160 and run.config.method.ewc.batches == 4 and not run.config.run.progress_bar
+    assert run.total_steps == 100 and run.config.method.ewc.batches == 2 and not run.config.run.progress_bar
     assert (sweep.num_cpus, sweep.num_gpus, sweep.name) == (2, 0, "sweep")
 
 
@@ -138,6 +154,7 @@ def test_script_main_refuses_bad_sweeps_in_process(tmp_path: Path, capsys, field
 # --- on a local Ray instance -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray for every test here (starting one costs 5-10 s); its workers stay warm from test to test."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
@@ -154,9 +171,10 @@ def test_a_2x2_sweep_finishes_aggregates_and_a_relaunch_starts_nothing(local_ray
     assert states == dict.fromkeys(["none__seed0", "none__seed1", "ewc__seed0", "ewc__seed1"], "done"), lines
     for name in states:
         run_dir = tmp_path / "sw" / name
-        assert list_checkpoints(run_dir / "checkpoints")[-1][0] == 160
+        assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [40, 70, 100]  # segment ends
         progress = read_progress(run_dir)
-        assert progress["status"] == "finished" and progress["step"] == 160
+        assert progress["status"] == "finished" and progress["step"] == 100
+        assert sorted(progress["scores"]) == ["Breakout", "Pong"]  # the live view's latest score per game
         assert [a["action"] for a in progress["attempts"]] == ["new"]
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert (run_dir / "tb").is_dir() and saved["run"]["seed"] == int(name[-1])
@@ -180,8 +198,7 @@ def test_a_2x2_sweep_finishes_aggregates_and_a_relaunch_starts_nothing(local_ray
 def test_a_sigkilled_worker_is_resumed_from_its_checkpoint(local_ray, tmp_path: Path) -> None:
     from agents.run.sweep_ray import run_sweep
 
-    overrides = {**FAST, "sequence.segments": [{"game": "Pong", "steps": 150}, {"game": "Breakout", "steps": 150}]}
-    sweep = load_sweep(write_sweep(tmp_path, overrides=overrides, axes={"run.seed": [3]}, evaluate="none"))
+    sweep = load_sweep(write_sweep(tmp_path, overrides=MINATAR, axes={"run.seed": [3]}, evaluate="none"))
     run_dir = tmp_path / "sw" / "tiny__seed3"
     killed: list[int] = []
 
@@ -192,9 +209,49 @@ def test_a_sigkilled_worker_is_resumed_from_its_checkpoint(local_ray, tmp_path: 
             killed.append(progress["step"])
 
     states = run_sweep(sweep, tmp_path / "sw", poll_s=0.1, on_poll=kill_after_first_checkpoint, echo=lambda _: None)
-    assert killed and killed[0] < 300, "the run finished before it could be killed"
+    assert killed and killed[0] < 500, "the run finished before it could be killed"
     assert states == {"tiny__seed3": "done"}
-    assert list_checkpoints(run_dir / "checkpoints")[-1][0] == 300
+    assert list_checkpoints(run_dir / "checkpoints")[-1][0] == 500
     attempts = read_progress(run_dir)["attempts"]
     assert [a["action"] for a in attempts] == ["new", "resume"]
     assert attempts[1]["from_step"] >= 50 and attempts[1]["pid"] != attempts[0]["pid"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_at_a_checkpoint_and_a_relaunch_resumes_them(local_ray, tmp_path: Path) -> None:
+    """Ctrl-C: SIGINT to the script while its runs train. It joins this module's Ray (a Ray of its own would add its
+    start-up); its runs then stop at a checkpoint, and the re-launch resumes them there."""
+    from agents.run.sweep_ray import run_sweep
+
+    path = write_sweep(tmp_path, overrides=MINATAR, axes={"run.seed": [5, 6]}, evaluate="none")
+    out = tmp_path / "sw"
+    runs = [out / "tiny__seed5", out / "tiny__seed6"]
+    address = local_ray.get_runtime_context().gcs_address
+    script = [sys.executable, str(REPO / "scripts" / "sweep.py"), str(path)]
+    cmd = [*script, "--sweep-dir", str(out), "--refresh", "1", "--address", address]
+    driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not all(list_checkpoints(run / "checkpoints") for run in runs):  # both runs going, each past a checkpoint
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGINT)
+    stdout, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr
+    assert "Ctrl-C: stopping the runs" in stdout and "stopped; every run is resumable" in stdout
+    assert "Traceback" not in stdout + stderr
+
+    stopped: dict[str, int] = {}
+    for run in runs:
+        progress, (step, newest) = read_progress(run), list_checkpoints(run / "checkpoints")[-1]
+        assert progress["status"] == "SIGINT" and progress["step"] == step < 500  # a checkpoint at the step it stopped
+        assert checkpoint_problem(newest, CHECKPOINT_FORMAT) is None and run_state(run, 500) == "resume"
+        assert f"{run.name}: resume (stopped at step {step})" in stdout
+        stopped[run.name] = step
+
+    lines: list[str] = []
+    assert run_sweep(load_sweep(path), out, echo=lines.append) == {"tiny__seed5": "done", "tiny__seed6": "done"}
+    assert lines[0].endswith("0 new, 2 to resume, 0 done")
+    for run in runs:
+        attempts = read_progress(run)["attempts"]
+        assert [(a["action"], a["from_step"]) for a in attempts] == [("new", 0), ("resume", stopped[run.name])]
+        assert list_checkpoints(run / "checkpoints")[-1][0] == 500

@@ -126,7 +126,8 @@ def expand(base: Path, overrides: Mapping[str, Any], axes: Mapping[str, Mapping[
             config = load_config(base, [*common, *point, _override("run.name", group), "run.progress_bar=false"])
         except ConfigError as err:
             raise SweepError(f"the run {where or '(no axes)'} has a bad config: {err}") from err
-        chosen = {k: v for k, v in _flat(config.to_dict()).items() if k in _flat(_raw(base, [*common, *point]))}
+        explicit = _flat(_raw(base, [*common, *point]))
+        chosen = {k: v for k, v in _flat(config.to_dict()).items() if k in explicit}
         runs.append(RunSpec(f"{group}__seed{config.run.seed}", group, labels, config, chosen))
     names = [run.name for run in runs]
     twins = sorted({n for n in names if names.count(n) > 1})

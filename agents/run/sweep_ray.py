@@ -83,6 +83,7 @@ def run_sweep(
         for ref in pending:
             name = refs[ref].name
             states[name] = run_state(dirs[name], totals[name])
+            echo(f"{name}: {states[name]} (stopped at step {(read_progress(dirs[name]) or {}).get('step', 0)})")
         raise
     return states
 
