@@ -83,7 +83,9 @@ def run_sweep(
         for ref in pending:
             name = refs[ref].name
             states[name] = run_state(dirs[name], totals[name])
-            echo(f"{name}: {states[name]} (stopped at step {(read_progress(dirs[name]) or {}).get('step', 0)})")
+            progress = read_progress(dirs[name])
+            where = f"stopped at step {progress['step']}" if progress else "not started"
+            echo(f"{name}: {states[name]} ({where})")
         raise
     return states
 
