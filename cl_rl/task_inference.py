@@ -69,7 +69,8 @@ class FMNSettings:
 
     size: int = 42  # Atari frames are downscaled to size × size (the paper: 42×42)
     levels: int = 8  # quantised intensities per pixel (the paper: 8)
-    update_every: int = 4  # agent steps between model frames (the paper: every 4th step)
+    update_every: int = 4  # agent steps between model frames of images (the paper: every 4th step)
+    grid_update_every: int = 1  # agent steps between model frames of grids (cheap to score: every step)
     window: int = 8  # model frames per decision window, from each episode's start (the paper: 4)
     alpha: float = 0.01  # Dirichlet pseudo-count per level of a task's counts (small: models are sharp from one frame)
     switch_prior: float = 0.5  # prior probability that an episode starts another task than the current one
@@ -78,10 +79,11 @@ class FMNSettings:
     early_after: int = 3  # model frames a window needs before it may decide early (an episode's first frame varies)
     novel_features: float = 8.0  # features a window must show beyond every known task's for a new task (eq. 3)
     task_novelty: float = 1e-8  # ε_k: prior probability that a task's feature shows values it never showed (eq. 2)
+    cell_share: float = 1.0  # grids: pseudo-count of a cell's back-off to its mean over channels (eq. 1')
     grid_max: int = 16  # observations at most grid_max × grid_max (MinAtar) are modelled per cell and channel
 
     def __post_init__(self) -> None:
-        for name in ("size", "update_every", "window", "grid_max", "early_after"):
+        for name in ("size", "update_every", "grid_update_every", "window", "grid_max", "early_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"task.fmn.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.levels <= 256:
@@ -94,6 +96,8 @@ class FMNSettings:
             raise ValueError(f"task.fmn.novel_features must be > 0, got {self.novel_features}")
         if not 0.0 < self.task_novelty < 1e-3:
             raise ValueError(f"task.fmn.task_novelty must lie in (0, 0.001), got {self.task_novelty}")
+        if self.cell_share < 0:
+            raise ValueError(f"task.fmn.cell_share must be >= 0, got {self.cell_share}")
         if self.count_cap < 0:
             raise ValueError(f"task.fmn.count_cap must be >= 0 (0: unbounded), got {self.count_cap}")
 
@@ -129,19 +133,42 @@ def downscale_quantize(frame: np.ndarray, size: int, levels: int) -> np.ndarray:
     return (small * levels // 256).reshape(-1)
 
 
+def is_grid(observation: np.ndarray, settings: FMNSettings) -> bool:
+    """Whether ``observation`` is a grid (H, W ≤ ``grid_max``, e.g. MinAtar's C×10×10) rather than an image."""
+    return observation.shape[-1] <= settings.grid_max and observation.shape[-2] <= settings.grid_max
+
+
 def frame_features(observation: np.ndarray, settings: FMNSettings) -> tuple[np.ndarray, int]:
     """The model's view of an observation: (flat int64 values, number of levels).
 
     A grid (H, W ≤ ``grid_max``, e.g. MinAtar's C×10×10): every cell of every channel, on or off. An image stack
     (newest frame last, e.g. Atari's 4×84×84) or a single H×W frame: the newest frame, downscaled and quantised.
     """
-    if observation.shape[-1] <= settings.grid_max and observation.shape[-2] <= settings.grid_max:
+    if is_grid(observation, settings):
         return (observation.reshape(-1) > 0).astype(np.int64), 2
     frame = observation if observation.ndim == 2 else observation[-1]
     return downscale_quantize(frame, settings.size, settings.levels), settings.levels
 
 
 KT_ALPHA = 0.5  # the novelty component's pseudo-count per level (Krichevsky–Trofimov)
+
+
+def _with_row(array: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """``array`` with one more row of ``fill`` (a new task; its values are set when it absorbs its first window)."""
+    return np.concatenate([array, np.full((1, *array.shape[1:]), fill, array.dtype)])
+
+
+def _log_mean_exp(rows: np.ndarray) -> np.ndarray:
+    """log of the mean over axis 0 of exp(rows), stably (the hold-out's per-feature pool over tasks)."""
+    top = rows.max(axis=0)
+    return top + np.log(np.exp(rows - top).mean(axis=0))
+
+
+def _log_mix(model: np.ndarray, novel: np.ndarray, eps: float) -> np.ndarray:
+    """log((1 − ε) e^model + ε e^novel), elementwise (eq. 2's per-feature mixture)."""
+    a, b = model + np.float32(math.log1p(-eps)), novel + np.float32(math.log(eps))
+    top = np.maximum(a, b)
+    return top + np.log1p(np.exp(-np.abs(a - b)))
 
 
 class FlatFMN:
@@ -159,11 +186,18 @@ class FlatFMN:
         self.current = 0
         self.steps_in_episode = 0
         self._window_frames: list[np.ndarray] = []  # the open decision window's frames (empty: no decision open)
-        self._window_loglik = np.zeros(1)  # one per task, then the hold-out
         self._deciding = False  # the open window has not decided the episode's task yet
         self._window_open = False  # the episode's first ``window`` model frames are still being collected
         self._log_p = np.zeros((0, 0, 0), np.float32)  # log of eq. (1)'s per-feature predictive, per task
         self._eps_h: tuple[tuple, float] = ((), 0.0)  # (features, novel_features, task_novelty) → ε_h
+        self._hist = np.zeros((0, 0), np.float32)  # the window's count of each value of each feature (p, v)
+        self._task_loglik = np.zeros((0, 0), np.float32)  # Σ_j log p_k(x_jp) over the window (images only)
+        self._kt = np.zeros(0)  # log Γ(h + ½) for h = 0 … window: the KT predictive in closed form
+        self._flat = np.zeros(0, np.int64)  # p · L: a feature's offset in the flattened (p, v) arrays
+        self._active = np.zeros(0, bool)  # features some task has seen at a value other than 0
+        self._groups = (0, 0)  # (features, groups) that share a back-off: grids (channels, cells), images (F, 1)
+        self._runs = np.zeros((0, 0, 0, 0))  # grids, [k, h, p, v]: Π_{i<h} (c_k[p, v] + a_k[p, v] + i), eq. (1')
+        self._run_totals = np.zeros((0, 0), np.float32)  # grids: Σ_{i<J} log(n_k + Σ_v a_k[p, v] + i)
 
     # --- TaskSource ---------------------------------------------------------------------------------------------
     @property
@@ -182,7 +216,7 @@ class FlatFMN:
                     self._decide()
                 self._absorb_window(self.current)
             self._deciding, self._window_open, self.steps_in_episode = True, True, 0
-        if self._window_open and self.steps_in_episode % self.settings.update_every == 0:
+        if self._window_open and self.steps_in_episode % self._update_every(observation) == 0:
             self._add_to_window(observation)
             if self._deciding and (len(self._window_frames) == self.settings.window or self._clear_winner()):
                 self._decide()
@@ -191,50 +225,90 @@ class FlatFMN:
         self.steps_in_episode += 1
         return self.current
 
+    def _update_every(self, observation: np.ndarray) -> int:
+        """Agent steps between model frames: ``grid_update_every`` for grids, ``update_every`` for images."""
+        return self.settings.grid_update_every if is_grid(observation, self.settings) else self.settings.update_every
+
     # --- the decision window --------------------------------------------------------------------------------------
     def _add_to_window(self, observation: np.ndarray) -> None:
-        """Add the frame to the window and, until the episode's task is decided, score it under every model."""
+        """Add the frame to the window: its values to the window's histogram and, for images until the episode's
+        task is decided, its log predictive under every task (eq. 1)."""
         x, levels = frame_features(observation, self.settings)
         if not self.levels:
             self.levels = levels
             self.counts = np.zeros((0, x.size, levels), dtype=np.float32)
             self._log_p = np.zeros((0, x.size, levels), np.float32)
+            self._runs = np.ones((0, self.settings.window + 1, x.size, levels))
+            self._run_totals = np.zeros((0, self.settings.window + 1), np.float32)
+            self._active = np.zeros(x.size, bool)
+            grid = levels == 2 and observation.ndim == 3
+            self._groups = (observation.shape[0], x.size // observation.shape[0]) if grid else (x.size, 1)
         if (x.size, levels) != self.counts.shape[1:]:
             raise ValueError(
                 f"observation of shape {observation.shape} gives {x.size} features × {levels} levels, but the task "
                 f"models have {self.counts.shape[1]} × {self.counts.shape[2]}: one task source serves one kind of game"
             )
-        if self._deciding:
-            self._score(x)
+        self._score(x)
         self._window_frames.append(x)
 
     def _score(self, x: np.ndarray) -> None:
-        """Add ``x`` to the window's per-feature log-likelihoods: under each task's counts (eq. 1) and under the
-        window's own sequential Krichevsky–Trofimov predictive (the novelty component); then score the window."""
-        features, j = np.arange(x.size), len(self._window_frames)
-        if j == 0:
-            self._feature_loglik = np.zeros((self.n_tasks, x.size), np.float32)
-            self._novel_loglik = np.zeros(x.size, np.float32)
-            self._window_hist = np.zeros((x.size, self.levels), np.float32)
-        if self.n_tasks:
-            self._feature_loglik += self._log_p[:, features, x]
-        hist = self._window_hist[features, x]
-        self._novel_loglik += np.log((hist + KT_ALPHA) / (j + self.levels * KT_ALPHA))
-        self._window_hist[features, x] = hist + 1
-        self._window_loglik = self._mixture_loglik()
+        """Count ``x`` in the window's histogram (from which eq. 2's terms follow) and, for images, add its per-feature
+        log predictive under each task (a gather; for binary grids the task terms come from the histogram)."""
+        n_features, levels = self.counts.shape[1:]
+        if not self._window_frames:
+            self._hist = np.zeros((n_features, levels), np.float32)
+            self._task_loglik = np.zeros((self.n_tasks, n_features) if levels > 2 else (0, 0), np.float32)
+            self._flat = np.arange(n_features) * levels
+        self._hist += np.bincount(self._flat + x, minlength=self._hist.size).reshape(self._hist.shape)
+        if levels > 2 and self._deciding and self.n_tasks:
+            self._task_loglik += self._log_p.reshape(self.n_tasks, -1)[:, self._flat + x]
 
-    def _mixture_loglik(self) -> np.ndarray:
+    def window_loglik(self) -> np.ndarray:
         """Window log-likelihood of each task and of the hold-out (last), eq. (2): per feature, a two-component
         mixture of the model's predictive (weight 1 − ε) and the window's own (weight ε). The hold-out's model is,
         per feature, the mean over tasks of their window likelihoods: a new game may look like any known game in
-        each feature, and pays ε_h (eq. 3) for each feature where it looks like none."""
+        each feature, and pays ε_h (eq. 3) for each feature where it looks like none.
+
+        Features that no task and not the window ever showed other than at value 0 (a background: most of MinAtar's
+        cells) score alike under every model when they share a back-off group (a grid's cell; all of an image), so
+        one of them per group is scored, weighted by their number."""
+        idx, weight = self._scored_features()
+        novel = self._novel_loglik(self._hist[idx])
         if not self.n_tasks:  # the hold-out alone
-            return np.array([float(self._novel_loglik.sum())])
+            return np.array([novel @ weight])
+        tasks_term = self._task_loglik[:, idx] if self.levels > 2 else self._sequential_loglik(idx)
         eps_k, eps_h = self.settings.task_novelty, self._holdout_novelty()
-        pool = np.logaddexp.reduce(self._feature_loglik, axis=0) - np.log(self.n_tasks)
-        tasks = np.logaddexp(np.log1p(-eps_k) + self._feature_loglik, np.log(eps_k) + self._novel_loglik)
-        holdout = np.logaddexp(np.log1p(-eps_h) + pool, np.log(eps_h) + self._novel_loglik)
-        return np.append(tasks.sum(axis=1, dtype=np.float64), holdout.sum(dtype=np.float64))
+        tasks = _log_mix(tasks_term, novel, eps_k) @ weight
+        holdout = _log_mix(_log_mean_exp(tasks_term), novel, eps_h) @ weight
+        return np.append(tasks, holdout)
+
+    def _scored_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """The features to score and their weights: every active feature once, and per back-off group one
+        background feature standing for all of the group's (see ``window_loglik``)."""
+        active = (self._active | (self._hist[:, 0] < len(self._window_frames))).reshape(self._groups)
+        background = self._groups[0] - np.count_nonzero(active, axis=0)  # per group
+        groups = np.flatnonzero(background)
+        first = np.argmin(active, axis=0)[groups]  # a background feature of each such group
+        idx = np.concatenate([np.flatnonzero(active), first * self._groups[1] + groups])
+        weight = np.concatenate([np.ones(idx.size - groups.size), background[groups]])
+        return idx, weight
+
+    def _sequential_loglik(self, idx: np.ndarray) -> np.ndarray:
+        """log eq. (1') of features ``idx`` under each task (grids): the window's histogram picks each feature's
+        cached run Π_{i<h_v} (c_k[p, v] + a_k[p, v] + i) for each value v (its log), less the totals' runs."""
+        hist = self._hist[idx].astype(np.intp)  # (P, L)
+        runs = self._runs[:, hist, idx[:, None], np.arange(self.levels)]  # (K, P, L)
+        return np.log(runs.prod(axis=2)) - self._run_totals[:, len(self._window_frames), None]
+
+    def _novel_loglik(self, hist: np.ndarray) -> np.ndarray:
+        """Per feature (row of ``hist``, the window's count of each value), the log probability of the window under
+        its own sequential Krichevsky–Trofimov predictive, in closed form:
+        Σ_v log Γ(h_v + ½) − L log Γ(½) − log Γ(J + L/2) + log Γ(L/2), J the window's frames."""
+        j, levels = len(self._window_frames), self.levels
+        if len(self._kt) <= self.settings.window:
+            self._kt = np.array([math.lgamma(h + KT_ALPHA) for h in range(self.settings.window + 1)], np.float32)
+        const = levels * math.lgamma(KT_ALPHA) + math.lgamma(j + levels * KT_ALPHA) - math.lgamma(levels * KT_ALPHA)
+        return self._kt[hist.astype(np.intp)].sum(axis=1) - np.float32(const)
 
     def _holdout_novelty(self) -> float:
         """ε_h for this kind of observation (computed once)."""
@@ -257,25 +331,25 @@ class FlatFMN:
         """Whether the window's MAP model leads every other by at least ``margin`` nats already."""
         if not self.n_tasks:
             return True
-        if len(self._window_frames) < self.settings.early_after:
-            return False
-        top2 = np.partition(self._window_loglik + self.log_prior(), -2)[-2:]
+        if self.levels == 2 or len(self._window_frames) < self.settings.early_after:
+            return False  # grids: a full window is only ``window`` agent steps (``grid_update_every`` = 1)
+        top2 = np.partition(self.window_loglik() + self.log_prior(), -2)[-2:]
         return bool(top2[1] - top2[0] >= self.settings.margin)
 
     def _decide(self) -> None:
         """The window's MAP model becomes the episode's task; a winning hold-out becomes a new task."""
-        winner = int(np.argmax(self._window_loglik + self.log_prior()))
+        winner = int(np.argmax(self.window_loglik() + self.log_prior()))
         if winner == self.n_tasks:
             self.counts = np.concatenate([self.counts, np.zeros((1, *self.counts.shape[1:]), np.float32)])
-            self._log_p = np.concatenate([self._log_p, np.zeros((1, *self._log_p.shape[1:]), np.float32)])
+            self._log_p = _with_row(self._log_p)
+            self._runs, self._run_totals = _with_row(self._runs, 1.0), _with_row(self._run_totals)
             self.totals = np.append(self.totals, 0.0)
         self.current, self._deciding = winner, False
 
     def _absorb_window(self, row: int) -> None:
         """Task ``row`` keeps the window's updates (Bayesian counts); every other model reverts (writes nothing)."""
-        features = np.arange(self.counts.shape[1])
-        for x in self._window_frames:
-            self.counts[row, features, x] += 1.0
+        self.counts[row] += self._hist
+        self._active |= self._hist[:, 0] < len(self._window_frames)
         self.totals[row] += len(self._window_frames)
         cap = self.settings.count_cap
         if cap and self.totals[row] > cap:
@@ -285,9 +359,22 @@ class FlatFMN:
         self._refresh_log_p(row)
 
     def _refresh_log_p(self, row: int) -> None:
-        """Cache task ``row``'s log predictive (eq. 1) for the next windows."""
-        alpha = self.settings.alpha
-        self._log_p[row] = np.log((self.counts[row] + alpha) / (self.totals[row] + self.levels * alpha))
+        """Cache task ``row``'s predictive for the next windows: images, the log of eq. (1); grids, the runs of
+        eq. (1') for every window length."""
+        alpha, counts, n = self.settings.alpha, self.counts[row], self.totals[row]
+        if self.levels > 2:
+            self._log_p[row] = np.log((counts + alpha) / (n + self.levels * alpha))
+            return
+        share = self.settings.cell_share
+        on = counts[:, 1].reshape(self._groups)
+        cell = np.broadcast_to(on.mean(axis=0) / max(n, 1.0), on.shape).reshape(-1)  # the cell's mean on-rate
+        prior = np.stack([alpha + share * (1.0 - cell), alpha + share * cell], axis=1)  # a_k[p, v]
+        steps = np.arange(self.settings.window, dtype=np.float64)
+        runs, base = self._runs[row], counts + prior
+        runs[1] = base
+        for i in range(1, self.settings.window):
+            np.multiply(runs[i], base + i, out=runs[i + 1])
+        self._run_totals[row, 1:] = np.cumsum(np.log(n + 2 * alpha + share + steps))
 
     # --- state --------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -300,6 +387,7 @@ class FlatFMN:
             "steps_in_episode": self.steps_in_episode,
             "deciding": self._deciding,
             "window_open": self._window_open,
+            "groups": self._groups,
             "window_frames": [x.copy() for x in self._window_frames],
         }
 
@@ -322,7 +410,11 @@ class FlatFMN:
         self.steps_in_episode = int(state["steps_in_episode"])
         self._deciding = bool(state["deciding"])
         self._window_open = bool(state["window_open"])
+        self._groups = (int(state["groups"][0]), int(state["groups"][1]))
         self._log_p = np.zeros_like(self.counts)
+        self._runs = np.ones((self.n_tasks, settings.window + 1, *self.counts.shape[1:]))
+        self._run_totals = np.zeros((self.n_tasks, settings.window + 1), np.float32)
+        self._active = np.asarray((self.counts[:, :, 1:] > 0).any(axis=(0, 2)))
         for row in range(self.n_tasks):
             self._refresh_log_p(row)
         # The open window's scores are recomputed from its frames (they depend only on the counts, which it has not
@@ -330,6 +422,5 @@ class FlatFMN:
         frames = [np.asarray(x, dtype=np.int64) for x in state["window_frames"]]
         self._window_frames = []
         for x in frames:
-            if self._deciding:
-                self._score(x)
+            self._score(x)
             self._window_frames.append(x)

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--long-steps", type=int, default=100_000, help="agent steps of each long stay (default: %(default)s)"
     )
-    parser.add_argument("--only", default="", help="run only the streams whose name contains this text (default: all)")
+    parser.add_argument(
+        "--only", default="", help="run only the streams whose name contains this text, in any case (default: all)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.long_steps < 1:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settings: {dataclasses.asdict(fmn)}", flush=True)
     results = []
     for spec in protocol(args.quick, args.long_steps):
-        if args.only in spec.name:
+        if args.only.lower() in spec.name.lower():
             results.append(run_stream(spec.name, spec.visits, fmn, spec.policy, spec.seed))
             print(results[-1].line(), flush=True)
     if not results:
