@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 from agents.run.config import load_config
 from agents.run.training import make_agent, make_stream
 from agents.sb3.continual_dqn import ContinualDQN
+from cl_rl.methods.base import ContinualMethod
 from cl_rl.methods.gem import agem_project, gem_project
 from cl_rl.methods.vcl import gaussian_kl, local_reparameterised
 from tests.conftest import REPO
@@ -162,7 +164,7 @@ def test_vcl_learns_sigmas_and_acts_with_the_posterior_mean(tmp_path):
     stream.close()
     (vcl,) = model.methods
     sigmas = torch.cat([s.detach().flatten() for s in vcl.sigma_parameters()])
-    assert not torch.allclose(sigmas, torch.full_like(sigmas, -3.0))  # the log σ were trained
+    assert not torch.allclose(sigmas, torch.full_like(sigmas, vcl.config.init_log_sigma))  # the log σ were trained
     obs = model.sample(0, 4).observations
     with torch.no_grad():
         assert torch.equal(model.q_net(obs), model.q_net(obs))  # no noise outside updates
@@ -170,6 +172,105 @@ def test_vcl_learns_sigmas_and_acts_with_the_posterior_mean(tmp_path):
     noisy = [model.q_net(obs) for _ in range(2)]  # with grad: sampled outputs
     vcl._sampling = False
     assert not torch.equal(noisy[0], noisy[1])
+
+
+class _EpisodeCounter(ContinualMethod):
+    """Counts the agent's calls of the acting hooks."""
+
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.episodes, self.acting_calls = 0, 0
+
+    def on_episode_start(self, task: int) -> None:
+        self.episodes += 1
+
+    def acting(self):
+        self.acting_calls += 1
+        return super().acting()
+
+
+def _vcl_agent(thompson: bool, tmp_path):
+    """VCL on 300 steps of MinAtar Breakout, its episodes cut at 50 steps."""
+    overrides = [
+        "sequence.segments=[{game: MinAtar/Breakout, steps: 300}]",
+        "env.minatar.max_episode_steps=50",
+        "task.source=oracle",
+        "agent.buffer_size=1000",
+        "agent.learning_starts=64",
+        "agent.exploration_steps=100",
+        "eval.enabled=false",
+        "method.name=vcl",
+        f"method.vcl.thompson={thompson}",
+    ]
+    config = load_config(REPO / "configs" / "minatar_table.yaml", overrides)
+    sequence = config.sequence.build()
+    stream, env = make_stream(config, sequence)
+    model = make_agent(config, env)
+    model.set_logger(configure(None, [""]))
+    counter = _EpisodeCounter()
+    model.methods.append(counter)
+    model.learn(sequence.total_steps)
+    stream.close()
+    return model, counter
+
+
+def test_vcl_thompson_acts_with_one_sampled_theta_per_episode(tmp_path):
+    """thompson=true: every greedy action of an episode comes from θ = μ + σ ⊙ ε with ε drawn at its start."""
+    model, counter = _vcl_agent(True, tmp_path)
+    # The agent calls the hooks: once per episode start (episodes last at most 50 steps) and around acting.
+    assert counter.episodes >= 5 and counter.acting_calls > 100
+    vcl = model.methods[0]
+    obs = model.sample(0, 16).observations
+    with torch.inference_mode():
+        mean = model.q_net(obs)
+        torch.manual_seed(0)
+        vcl.on_episode_start(0)
+        with vcl.acting():
+            first, again = model.q_net(obs), model.q_net(obs)
+        vcl.on_episode_start(0)
+        with vcl.acting():
+            second = model.q_net(obs)
+        torch.manual_seed(0)
+        vcl.on_episode_start(0)
+        with vcl.acting():
+            reseeded = model.q_net(obs)
+        assert torch.equal(model.q_net(obs), mean)  # outside acting (targets, evaluation): the posterior mean
+    assert torch.equal(first, again) and torch.equal(first, reseeded)  # one θ within an episode, seeded
+    assert not torch.allclose(first, second) and not torch.allclose(first, mean)  # a new θ at the next episode
+    # The same Q-values from a network whose weights are θ = μ + σ ⊙ ε with the ε of the last draw.
+    torch.manual_seed(0)
+    vcl.on_episode_start(0)
+    theta_net = copy.deepcopy(model.q_net)
+    layers = [m for m in theta_net.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    with torch.no_grad():
+        for layer, log_sigma, eps in zip(layers, vcl.log_sigma, vcl._episode_noise, strict=True):
+            for key, s in log_sigma.items():
+                getattr(layer, key).add_(s.exp() * eps[key])
+        torch.testing.assert_close(theta_net(obs), reseeded, rtol=1e-5, atol=1e-6)
+    # The agent's greedy action is the sampled θ's argmax.
+    model.exploration_rate = 0.0
+    assert np.array_equal(model._act(obs.cpu().numpy()), reseeded.argmax(1).cpu().numpy())
+    model.save(tmp_path / "model.zip")
+    loaded = ContinualDQN.load(tmp_path / "model.zip")
+    assert loaded.methods[0].config.thompson
+    _assert_same_state(vcl.state_dict(), loaded.methods[0].state_dict())
+
+
+def test_vcl_without_thompson_acts_with_the_mean_and_draws_nothing(tmp_path):
+    model, counter = _vcl_agent(False, tmp_path)
+    assert counter.episodes >= 5
+    vcl = model.methods[0]
+    obs = model.sample(0, 16).observations
+    rng = torch.get_rng_state()
+    with torch.inference_mode():
+        mean = model.q_net(obs)
+        vcl.on_episode_start(0)
+        with vcl.acting():
+            acted = model.q_net(obs)
+    assert torch.equal(acted, mean) and torch.equal(torch.get_rng_state(), rng)
+    model.exploration_rate = 0.0
+    assert np.array_equal(model._act(obs.cpu().numpy()), mean.argmax(1).cpu().numpy())
 
 
 def _assert_same_state(a, b) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -155,6 +155,9 @@ class ContinualDQN(DQN):
         task = self.task_source.observe(observations[0], info.get("game"), episode_start=bool(dones[0]))
         if task != self.current_task:
             self.switch_task(task)
+        if dones[0]:
+            for m in self.methods:
+                m.on_episode_start(self.current_task)
 
     def switch_task(self, task: int) -> None:
         """Make ``task`` current: create its parameters and buffer if new, and let regularisers consolidate."""
@@ -192,7 +195,9 @@ class ContinualDQN(DQN):
         """
         if np.random.rand() < self.exploration_rate:
             return np.array([self.action_space.sample() for _ in range(len(observations))])
-        with th.inference_mode():
+        with th.inference_mode(), ExitStack() as acting:
+            for m in self.methods:
+                acting.enter_context(m.acting())  # e.g. VCL's Thompson-style sampled weights
             q_values = self.q_net(th.as_tensor(observations, device=self.device))
             return q_values.argmax(dim=1).cpu().numpy()
 

@@ -11,12 +11,14 @@ learns the agent's type:
 - ``after_backward(task)``: once the gradient of the loss is in ``.grad`` and before the optimiser steps (gradient
   surgery: GEM, A-GEM);
 - ``on_task_switch(left, entered)``: consolidation when the current task id changes;
+- ``on_episode_start(task)`` and ``acting()``: when an episode of the stream begins, and a context around each
+  choice of action (not evaluation): a method that explores (Thompson-style sampling of VCL's posterior) uses them;
 - ``state_dict`` / ``load_state_dict``: everything the method must keep across a checkpoint.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -110,6 +112,12 @@ class ContinualMethod:
 
     def on_task_switch(self, left_task: int, entered_task: int) -> Stats:
         return {}
+
+    def on_episode_start(self, task: int) -> None:
+        return None
+
+    def acting(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def state_dict(self) -> dict:
         return {}

@@ -16,7 +16,23 @@ linear or convolutional layer y = W x + b with W ~ N(μ_W, σ_W²), y is Gaussia
 (σ_W²)(x²) + σ_b², so one noise draw per output unit, y = μ_y + sqrt(var_y) ⊙ ε, replaces a draw per weight and
 gives each sample of the minibatch its own weights at the cost of a second forward of the layer. It is added by
 forward hooks on the Q-network's ``Linear`` and ``Conv2d`` layers, active only during this agent's updates (in
-graph-building forwards), so acting, targets, evaluation and importance estimates use the posterior mean.
+graph-building forwards), so targets, evaluation and importance estimates use the posterior mean. Acting does too,
+unless ``thompson``: then one θ = μ + σ ⊙ ε is drawn at each episode start (ε kept for the episode, so θ follows the
+updates of μ and σ made during it) and the agent's greedy actions are that θ's (Thompson-style exploration).
+
+Defaults, and where they depart from the paper (measured on MinAtar Breakout; docs/RESULTS.md):
+- ``init_log_sigma = −6.9``: the paper's initial variance 1e-6. Its released code's log-variance −6 (σ ≈ 0.05) is as
+  wide as the MinAtar network's own weights (std 0.014–0.05): the sampled outputs are noisier than the Q-values from
+  the first update, and the agent does not learn.
+- ``kl_weight = 1e-4`` (a tempered, "cold" posterior): the Huber TD loss is the log-likelihood of a unit-variance
+  Gaussian on TD targets whose errors are ~0.1, so at weight 1 the data hardly constrain σ. In the 1,024-input layer
+  each weight carries 1/1,024 of its unit's noise, and the data's gradient on one log σ is 10⁵ times smaller than
+  KL/N_t's at σ = 0.0065 and still 10² times at σ = 0.05: the ELBO's optimum widens those σ until the sampled TD
+  loss is ~1,000 times the mean network's (the over-pruning of mean-field Bayesian networks; Trippe & Turner 2018).
+  Adam only sets how fast: its step on log σ is ~lr per update whatever the gradient's size, so σ climbs ~0.5 in log
+  per 1,000 updates towards that optimum. With σ driven to its optimum within 15k steps (lr 1e-2), weight 1e-2 still
+  collapses and 1e-4 learns as well as no method.
+- The means start at the network's initialisation, not at a maximum-likelihood fit of the first task.
 
 The optional coreset (VCL Sec. 3.2): ``coreset_size`` transitions of each task, drawn from its memory when it is left
 and kept by this method, are replayed as TD terms in every later update (under their task's gains and biases).
@@ -26,7 +42,8 @@ Statistics: ``kl`` (the KL term before scaling), ``sigma_mean`` (mean σ of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +59,12 @@ class VCLConfig:
     """Settings of VCL."""
 
     prior_sigma: float = 1.0  # σ₀ of the first prior q_0 = N(0, σ₀²) (VCL: 1)
-    init_log_sigma: float = -3.0  # initial log σ of every shared weight (VCL: log-variance −6, i.e. log σ = −3)
+    init_log_sigma: float = -6.9  # initial log σ of every shared weight (VCL: variance 1e-6; module docstring)
     lr: float = 1e-3  # Adam step size of the log σ (the means follow the agent's own optimiser)
-    kl_weight: float = 1.0  # multiplies KL / N_t (1: the ELBO; below 1 tempers the posterior)
+    kl_weight: float = 1e-4  # multiplies KL / N_t (1: the ELBO; below 1 tempers the posterior; module docstring)
     coreset_size: int = 0  # transitions kept per earlier task and replayed every update (0: no coreset)
     coreset_batch: int = 32  # coreset transitions per earlier task in each update
+    thompson: bool = False  # act with one θ ~ q_t drawn at each episode start (Thompson-style); False: the mean
 
     def __post_init__(self) -> None:
         if self.prior_sigma <= 0 or self.lr <= 0 or self.kl_weight < 0:
@@ -108,6 +126,8 @@ class VariationalContinualLearning(ContinualMethod):
         ]
         self.coresets: dict[int, Transitions] = {}
         self._sampling = False
+        self._acting = False
+        self._episode_noise: list[dict[str, torch.Tensor]] | None = None  # ε of this episode's θ = μ + σ ⊙ ε
         for i, layer in enumerate(self.layers):
             layer.register_forward_hook(self._hook(i))
 
@@ -116,10 +136,12 @@ class VariationalContinualLearning(ContinualMethod):
 
     def _hook(self, index: int) -> Any:
         def sample_output(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> Any:
-            if not (self._sampling and torch.is_grad_enabled()):
-                return None  # acting, targets and evaluation use the posterior mean
             entry = self.log_sigma[index]
-            return local_reparameterised(layer, inputs[0], output, entry["weight"], entry.get("bias"))  # type: ignore[arg-type]
+            if self._sampling and torch.is_grad_enabled():
+                return local_reparameterised(layer, inputs[0], output, entry["weight"], entry.get("bias"))  # type: ignore[arg-type]
+            if self._acting and self._episode_noise is not None:
+                return output + _weight_noise_output(layer, inputs[0], entry, self._episode_noise[index])  # type: ignore[arg-type]
+            return None  # targets, evaluation and (by default) acting use the posterior mean
 
         return sample_output
 
@@ -128,6 +150,20 @@ class VariationalContinualLearning(ContinualMethod):
         self._sampling = True
         self.optimizer.zero_grad(set_to_none=True)
         return {}
+
+    def on_episode_start(self, task: int) -> None:
+        """Thompson-style acting: draw the ε of this episode's θ = μ + σ ⊙ ε (kept until the next episode)."""
+        if self.config.thompson:
+            self._episode_noise = [{k: torch.randn_like(s) for k, s in entry.items()} for entry in self.log_sigma]
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """While the agent picks actions, the hooked layers add this episode's weight noise (``thompson`` only)."""
+        self._acting = self.config.thompson
+        try:
+            yield
+        finally:
+            self._acting = False
 
     def kl(self) -> torch.Tensor:
         """KL(q_t ‖ prior) over every shared weight and bias of the hooked layers."""
@@ -151,7 +187,9 @@ class VariationalContinualLearning(ContinualMethod):
         """Step the log σ (their gradients came through the sampled outputs and the KL) and stop sampling."""
         self._sampling = False
         self.optimizer.step()
-        return {}
+        with torch.no_grad():
+            sigmas = [s.exp() for s in self.sigma_parameters()]
+            return {"sigma_mean": sum(s.sum() for s in sigmas) / sum(s.numel() for s in sigmas)}
 
     def on_task_switch(self, left_task: int, entered_task: int) -> Stats:
         """The posterior becomes the prior of what follows; the left task's coreset is drawn from its memory."""
@@ -189,6 +227,17 @@ class VariationalContinualLearning(ContinualMethod):
         self.optimizer.load_state_dict(state["optimizer"])
         self.prior = state["prior"]
         self.coresets = {int(k): Transitions(*c) for k, c in state["coresets"].items()}
+
+
+def _weight_noise_output(
+    layer: nn.Linear | nn.Conv2d, x: torch.Tensor, log_sigma: dict[str, torch.Tensor], eps: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """The layer's output under weights σ ⊙ ε alone: added to its output at μ, the output under θ = μ + σ ⊙ ε."""
+    w = log_sigma["weight"].exp() * eps["weight"]
+    b = log_sigma["bias"].exp() * eps["bias"] if "bias" in log_sigma else None
+    if isinstance(layer, nn.Conv2d):
+        return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return F.linear(x, w, b)
 
 
 def _subsample(batch: Transitions, n: int) -> Transitions:
