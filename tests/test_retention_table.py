@@ -150,3 +150,21 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert "did you mean ewc" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_finished_run_stays_valid_when_only_settings_it_does_not_use_change(tmp_path):
+    from agents.evaluation.retention_table import TableError, run_state
+    from agents.run.config import save_config
+    from agents.run.training import CONFIG_NAME
+
+    def config(*overrides: str):
+        return load_config(TINY, ["task.source=oracle", "method.name=ewc", *overrides])
+
+    save_config(config(), tmp_path / CONFIG_NAME)
+    # another method's settings and, with oracle task ids, the task inference's do not change what this run trains
+    assert run_state(tmp_path, config("method.vcl.kl_weight=0.5", "task.fmn.window=3")) == "partial"
+    with pytest.raises(TableError, match=r"method\.ewc\.lam"):
+        run_state(tmp_path, config("method.ewc.lam=7.0"))
+    save_config(config("task.source=fmn"), tmp_path / CONFIG_NAME)
+    with pytest.raises(TableError, match=r"task\.fmn\.window"):
+        run_state(tmp_path, config("task.source=fmn", "task.fmn.window=3"))

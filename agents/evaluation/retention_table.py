@@ -55,13 +55,12 @@ from agents.evaluation import plots
 from agents.evaluation.result_files import json_ready, write_csv
 from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, evaluate_checkpoint
 from agents.run.checkpoints import CheckpointError, checkpoint_path
-from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config
+from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config, settings_in_use
 from agents.run.training import (
     CHECKPOINT_DIR,
     CONFIG_NAME,
     TENSORBOARD_DIR,
     RunDirError,
-    flatten_settings,
     resume,
     train,
 )
@@ -227,10 +226,10 @@ def run_state(run_dir: Path, config: Config) -> str:
     if not saved.is_file():
         return "new"
     try:
-        old = load_config(saved).to_dict()
+        old = load_config(saved)
     except ConfigError as err:
         raise TableError(f"{saved} cannot be read ({err}); delete {run_dir} or choose another --out") from err
-    new, before = flatten_settings(config.to_dict()), flatten_settings(old)
+    new, before = settings_in_use(config), settings_in_use(old)
     changed = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k) and k not in _HOW_RUN)
     if changed:
         raise TableError(

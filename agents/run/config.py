@@ -322,6 +322,30 @@ def _list_index(items: list, part: str, override: str) -> int:
     return int(part)
 
 
+def flatten_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys (``agent.learning_rate``) with scalar values (others as text)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_settings(value, name + "."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def settings_in_use(config: Config) -> dict[str, Any]:
+    """The flattened settings that decide what a run trains: those of the methods it does not use and, with oracle
+    task ids, those of the task inference are left out, so a new default there does not make a finished run stale."""
+    used = set(parse_method_names(config.method.name))
+    unused = tuple(f"method.{name}." for name in REGISTRY if name not in used)
+    if config.task.source == "oracle":
+        unused += ("task.fmn.",)
+    return {k: v for k, v in flatten_settings(config.to_dict()).items() if not k.startswith(unused)}
+
+
 def save_config(config: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 

@@ -30,7 +30,7 @@ from agents.run.callbacks import (
     TaskInferenceMonitor,
 )
 from agents.run.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
-from agents.run.config import Config, ConfigError, load_config, save_config
+from agents.run.config import Config, ConfigError, flatten_settings, load_config, save_config
 from agents.run.rng import restore_rng_state
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
 from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
@@ -300,20 +300,6 @@ def _log_config(model: ContinualDQN, config: Config) -> None:
     hparams = flatten_settings(config.to_dict())
     model.logger.record("hparams", HParam(hparams, {"train/loss": 0.0}), exclude=("stdout", "log", "json", "csv"))
     model.logger.dump(0)
-
-
-def flatten_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as dotted keys (``agent.learning_rate``) with scalar values (others as text)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_settings(value, name + "."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 __all__ = [
