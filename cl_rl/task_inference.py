@@ -76,9 +76,10 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
   with row or object structure would.
 
 Cost: an image stream costs ~14 µs per Atari agent step (well under 1% of the ALE's). A grid stream costs, in CPU time
-on this 2-core machine shared with other jobs, 34–45 µs per MinAtar agent step on mixed streams and 85 µs in a long
-stay in Breakout, whose 9-step episodes each end a window (one decision, one model refresh: ~0.5 ms of numpy calls);
-MinAtar's own step is 65–210 µs, so the 15% target is missed (``scripts/bench_task_inference.py --only minatar``).
+on this 2-core machine shared with other jobs (load ≈ 5), 28–40 µs per MinAtar agent step on mixed streams and 71 µs
+in a long stay in Breakout, whose 9-step episodes each end a window (one decision, one model refresh: ~0.5 ms of
+numpy calls); MinAtar's own step is 58–169 µs of CPU, so the 15% target is missed (23–40% on mixed streams, 105% in
+Breakout; ``scripts/bench_task_inference.py --only minatar``).
 """
 
 from __future__ import annotations
@@ -186,15 +187,15 @@ def _with_row(array: np.ndarray, fill: float = 0.0) -> np.ndarray:
 
 def _log_mean_exp(rows: np.ndarray) -> np.ndarray:
     """log of the mean over axis 0 of exp(rows), stably (the hold-out's per-feature pool over tasks)."""
+    if len(rows) == 1:
+        return rows[0]
     top = rows.max(axis=0)
     return top + np.log(np.exp(rows - top).mean(axis=0))
 
 
 def _log_mix(model: np.ndarray, novel: np.ndarray, eps: float) -> np.ndarray:
     """log((1 − ε) e^model + ε e^novel), elementwise (eq. 2's per-feature mixture)."""
-    a, b = model + np.float32(math.log1p(-eps)), novel + np.float32(math.log(eps))
-    top = np.maximum(a, b)
-    return top + np.log1p(np.exp(-np.abs(a - b)))
+    return np.logaddexp(model + np.float32(math.log1p(-eps)), novel + np.float32(math.log(eps)))
 
 
 class FlatFMN:
@@ -220,6 +221,7 @@ class FlatFMN:
         self._task_loglik = np.zeros((0, 0), np.float32)  # Σ_j log p_k(x_jp) over the window (images only)
         self._kt = np.zeros(0)  # log Γ(h + ½) for h = 0 … window: the KT predictive in closed form
         self._flat = np.zeros(0, np.int64)  # p · L: a feature's offset in the flattened (p, v) arrays
+        self._full_hist: np.ndarray | None = None  # grids: the window's histogram, built from its on-counts
         self._active = np.zeros(0, bool)  # features some task has seen at a value other than 0
         self._groups = (0, 0)  # (features, groups) that share a back-off: grids (channels, cells), images (F, 1)
         self._runs = np.zeros((0, 0, 0, 0))  # grids, [k, h, p, v]: Π_{i<h} (c_k[p, v] + a_k[p, v] + i), eq. (1')
@@ -287,6 +289,7 @@ class FlatFMN:
             self._flat = np.arange(n_features) * levels
         if levels == 2:  # binary: count the on-values only (one add); ``_window_hist`` completes the histogram
             self._hist[:, 0] += x
+            self._full_hist = None
             return
         self._hist += np.bincount(self._flat + x, minlength=self._hist.size).reshape(self._hist.shape)
         if self._deciding and self.n_tasks:
@@ -296,8 +299,10 @@ class FlatFMN:
         """The window's histogram (features × levels): each feature's count of each value."""
         if self.levels > 2:
             return self._hist
-        on = self._hist[:, 0]
-        return np.stack([len(self._window_frames) - on, on], axis=1)
+        if self._full_hist is None:  # built once per window state (a decision and an absorb both read it)
+            on = self._hist[:, 0]
+            self._full_hist = np.stack([len(self._window_frames) - on, on], axis=1)
+        return self._full_hist
 
     def window_loglik(self) -> np.ndarray:
         """Window log-likelihood of each task and of the hold-out (last), eq. (2): per feature, a two-component
@@ -402,15 +407,17 @@ class FlatFMN:
         if self.levels > 2:
             self._log_p[row] = np.log((counts + alpha) / (n + self.levels * alpha))
             return
-        share = self.settings.cell_share
+        share, window = self.settings.cell_share, self.settings.window
         on = counts[:, 1].reshape(self._groups)
-        cell = np.broadcast_to(on.mean(axis=0) / max(n, 1.0), on.shape).reshape(-1)  # the cell's mean on-rate
-        prior = np.stack([alpha + share * (1.0 - cell), alpha + share * cell], axis=1)  # a_k[p, v]
-        steps = np.arange(self.settings.window, dtype=np.float64)
-        runs, base = self._runs[row], counts + prior
-        runs[1] = base
-        for i in range(1, self.settings.window):
-            np.multiply(runs[i], base + i, out=runs[i + 1])
+        backoff = np.broadcast_to(share / max(n, 1.0) * on.mean(axis=0), on.shape).reshape(-1)  # β m_k(q) per p
+        runs = self._runs[row]  # runs[h] = Π_{i<h} (c + a + i), with a = α + β (1 − m) (off) and α + β m (on)
+        runs[1:] = counts + alpha + np.arange(window, dtype=np.float64)[:, None, None]
+        runs[1:, :, 0] += share
+        runs[1:, :, 0] -= backoff
+        runs[1:, :, 1] += backoff
+        for h in range(2, window + 1):  # a running product (numpy's cumprod along this axis is slower)
+            runs[h] *= runs[h - 1]
+        steps = np.arange(window, dtype=np.float64)
         self._run_totals[row, 1:] = np.cumsum(np.log(n + 2 * alpha + share + steps))
 
     # --- state --------------------------------------------------------------------------------------------------
