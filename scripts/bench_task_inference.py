@@ -7,7 +7,8 @@ The full protocol (issue 18): the EWC paper's 19 Atari games visited 3 times in 
 mixed segment lengths, a sticky-biased policy) and twice under a uniform policy; MinAtar's five games visited 4 times
 under both policies; and a long stay of ``--long-steps`` agent steps in every game. ``--quick`` runs a small subset.
 Frames are recorded once and cached (agents/bench/inference_stream.py), so a re-run only replays them. Prints one
-line per stream, worst first, then the totals; exits 1 when a stream misses a target.
+line per stream, worst first, then the totals; exits 1 when a stream misses a target (ARI ≥ 0.99, one task per game,
+revisits back to their task, no spurious switch, detection ≤ 100 agent steps, CPU cost ≤ 15% of the emulator's).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ of ``CHUNK`` agent steps (each starting with a reset), and cached as ``.npz`` un
 ``SequenceEnv``'s game switch does) and continues in that game's frames where its previous visit stopped, so a revisit
 sees new frames. Atari frames are the agent's newest preprocessed 84×84 frame; MinAtar frames are the whole
 observation of ``envs/minatar.py`` (10×10 grid, channels padded to 10, channel-first).
+
+Cost is CPU time (the inference's thread time per agent step against ``emulator_us``, the emulator's process CPU time
+per agent step), so other jobs on a shared machine inflate neither side by waiting; the issue's target is ≤ 15%.
 """
 
 from __future__ import annotations
