@@ -454,7 +454,13 @@ class FlatFMN:
         self.steps_in_episode = int(state["steps_in_episode"])
         self._deciding = bool(state["deciding"])
         self._window_open = bool(state["window_open"])
-        self._groups = (int(state["groups"][0]), int(state["groups"][1]))
+        if "groups" not in state and self.levels == 2:
+            raise ValueError(
+                "task-inference state of a grid game from before the cell back-off (eq. 1'): it cannot be resumed "
+                "with this version; start the run again"
+            )
+        groups = state.get("groups", (self.counts.shape[1], 1))  # images: one group (older states lack it)
+        self._groups = (int(groups[0]), int(groups[1]))
         self._log_p = np.zeros_like(self.counts)
         self._runs = np.ones((self.n_tasks, settings.window + 1, *self.counts.shape[1:]))
         self._run_totals = np.zeros((self.n_tasks, settings.window + 1), np.float32)

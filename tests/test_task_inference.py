@@ -207,6 +207,9 @@ def test_grid_window_score_is_the_sequential_predictive_of_eq_1_prime():
     copy = FlatFMN(s)  # mid-window state round-trip
     copy.load_state_dict(pickle.loads(pickle.dumps(fmn.state_dict())))
     np.testing.assert_allclose(copy.window_loglik(), got, rtol=1e-6)
+    old_state = {k: v for k, v in fmn.state_dict().items() if k != "groups"}  # saved before eq. (1')
+    with pytest.raises(ValueError, match="start the run again"):
+        FlatFMN(s).load_state_dict(old_state)
 
 
 def test_minatar_freeway_revisits_stay_one_task():
