@@ -212,20 +212,31 @@ class FlatFMN:
         self.totals = np.zeros(0, dtype=np.float64)  # n_k
         self.current = 0
         self.steps_in_episode = 0
-        self._window_frames: list[np.ndarray] = []  # the open decision window's frames (empty: no decision open)
+        self._frames = np.zeros((0, 0), np.uint8)  # the open window's frames, one row each: image features, raw grids
+        self._n_frames = 0  # frames in the open window (0: no decision open)
         self._deciding = False  # the open window has not decided the episode's task yet
         self._window_open = False  # the episode's first ``window`` model frames are still being collected
+        self._every = 0  # agent steps between model frames of the observations seen (0: set by the next one)
+        self._shape: tuple[int, ...] = ()  # the shape of the observations ``_every`` and ``_grid`` were set for
+        self._grid = False  # observations are grids (cells on or off), not images
         self._log_p = np.zeros((0, 0, 0), np.float32)  # log of eq. (1)'s per-feature predictive, per task
         self._eps_h: tuple[tuple, float] = ((), 0.0)  # (features, novel_features, task_novelty) → ε_h
-        self._hist = np.zeros((0, 0), np.float32)  # the window's count of each value of each feature (p, v)
+        self._hist = np.zeros((0, 0), np.float32)  # images: the window's count of each value of each feature (p, v)
         self._task_loglik = np.zeros((0, 0), np.float32)  # Σ_j log p_k(x_jp) over the window (images only)
         self._kt = np.zeros(0)  # log Γ(h + ½) for h = 0 … window: the KT predictive in closed form
         self._flat = np.zeros(0, np.int64)  # p · L: a feature's offset in the flattened (p, v) arrays
-        self._full_hist: np.ndarray | None = None  # grids: the window's histogram, built from its on-counts
+        self._on: np.ndarray | None = None  # binary features: the window's on-count of each feature, once counted
         self._active = np.zeros(0, bool)  # features some task has seen at a value other than 0
+        self._scored: tuple[np.ndarray, np.ndarray] | None = None  # ``_select_features(_active)``, until it grows
         self._groups = (0, 0)  # (features, groups) that share a back-off: grids (channels, cells), images (F, 1)
-        self._runs = np.zeros((0, 0, 0, 0))  # grids, [k, h, p, v]: Π_{i<h} (c_k[p, v] + a_k[p, v] + i), eq. (1')
+        self._steps = np.arange(self.settings.window, dtype=np.float64)  # i = 0 … window − 1 of eq. (1')
+        self._backoff = np.zeros((0, 0))  # grids, [k, q]: β m_k(q) of eq. (1'), m_k(q) the mean on-rate of cell q
         self._run_totals = np.zeros((0, 0), np.float32)  # grids: Σ_{i<J} log(n_k + Σ_v a_k[p, v] + i)
+        self._runs: np.ndarray | None = None  # grids, [v, k, h, s]: Π_{i<h} (c + a + i) of eq. (1'), scored features s
+        self._totals_runs: dict[float, np.ndarray] = {}  # n → Σ_{i<J} log(n + 2α + β + i) for J = 1 … window
+        self._novel = np.zeros((0, 0), np.float32)  # binary features, [J, h]: ``_novel_loglik`` of h on in J frames
+        self._mix_weights = (np.zeros(0), np.zeros(0))  # log(1 − ε), log ε of each model (eq. 2), float32 columns
+        self._prior: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))  # (tasks, current) → log prior
 
     # --- TaskSource ---------------------------------------------------------------------------------------------
     @property
@@ -238,71 +249,89 @@ class FlatFMN:
         ``episode_start``: this observation is the first of an episode (after a reset); the very first observation
         always is one.
         """
-        if episode_start or (not self.n_tasks and not self._deciding):
-            if self._window_frames:  # the previous episode ended before its window was full: use what it had
+        if episode_start or (not self._deciding and not len(self.totals)):
+            if self._n_frames:  # the previous episode ended before its window was full: use what it had
                 if self._deciding:
                     self._decide()
                 self._absorb_window(self.current)
             self._deciding, self._window_open, self.steps_in_episode = True, True, 0
-        if self._window_open and self.steps_in_episode % self._update_every(observation) == 0:
+        if self._window_open and self.steps_in_episode % (self._every or self._set_kind(observation)) == 0:
             self._add_to_window(observation)
-            if self._deciding and (len(self._window_frames) == self.settings.window or self._clear_winner()):
+            full = self._n_frames == self.settings.window
+            if self._deciding and (full or self._clear_winner()):
                 self._decide()
-            if len(self._window_frames) == self.settings.window:
+            if full:
                 self._absorb_window(self.current)
         self.steps_in_episode += 1
         return self.current
 
-    def _update_every(self, observation: np.ndarray) -> int:
-        """Agent steps between model frames: ``grid_update_every`` for grids, ``update_every`` for images."""
-        return self.settings.grid_update_every if is_grid(observation, self.settings) else self.settings.update_every
-
-    # --- the decision window --------------------------------------------------------------------------------------
-    def _add_to_window(self, observation: np.ndarray) -> None:
-        """Add the frame to the window: its values to the window's histogram and, for images until the episode's
-        task is decided, its log predictive under every task (eq. 1)."""
+    def _set_kind(self, observation: np.ndarray) -> int:
+        """Check that ``observation`` fits the task models (set them up at the very first); the agent steps between
+        its model frames: ``grid_update_every`` for grids, ``update_every`` for images."""
         x, levels = frame_features(observation, self.settings)
         if not self.levels:
             self.levels = levels
             self.counts = np.zeros((0, x.size, levels), dtype=np.float32)
             self._log_p = np.zeros((0, x.size, levels), np.float32)
-            self._runs = np.ones((0, self.settings.window + 1, x.size, levels))
             self._run_totals = np.zeros((0, self.settings.window + 1), np.float32)
             self._active = np.zeros(x.size, bool)
             grid = levels == 2 and observation.ndim == 3
             self._groups = (observation.shape[0], x.size // observation.shape[0]) if grid else (x.size, 1)
+            self._backoff = np.zeros((0, self._groups[1]))
         if (x.size, levels) != self.counts.shape[1:]:
             raise ValueError(
                 f"observation of shape {observation.shape} gives {x.size} features × {levels} levels, but the task "
                 f"models have {self.counts.shape[1]} × {self.counts.shape[2]}: one task source serves one kind of game"
             )
-        self._score(x)
-        self._window_frames.append(x)
+        self._grid, self._shape = is_grid(observation, self.settings), observation.shape
+        self._every = self.settings.grid_update_every if self._grid else self.settings.update_every
+        dtype = observation.dtype if self._grid else np.uint8  # a grid frame is kept as it comes (a cheap copy)
+        if self._frames.shape != (self.settings.window, x.size) or self._frames.dtype != dtype:
+            frames = np.zeros((self.settings.window, x.size), dtype)
+            if self._n_frames:  # a window loaded from a state
+                frames[: self._n_frames] = self._frames[: self._n_frames]
+            self._frames = frames
+        return self._every
+
+    # --- the decision window --------------------------------------------------------------------------------------
+    def _add_to_window(self, observation: np.ndarray) -> None:
+        """Add the frame's features to the window and, for images, its values to the window's histogram and (until
+        the episode's task is decided) its log predictive under every task (eq. 1)."""
+        if observation.shape != self._shape:
+            self._set_kind(observation)
+        if self._grid:  # copied as it is; a cell is on where > 0 (``_window_hist``)
+            self._frames[self._n_frames] = observation.reshape(-1)
+        else:
+            self._frames[self._n_frames] = frame_features(observation, self.settings)[0]
+            if self.levels > 2:
+                self._score(self._frames[self._n_frames])
+        self._n_frames += 1
+        self._on = None
 
     def _score(self, x: np.ndarray) -> None:
-        """Count ``x`` in the window's histogram (from which eq. 2's terms follow) and, for images, add its per-feature
-        log predictive under each task (a gather; for binary grids the task terms come from the histogram)."""
+        """Images: count ``x`` in the window's histogram and add its per-feature log predictive under each task (a
+        gather; binary features are scored from the window's frames at its end)."""
         n_features, levels = self.counts.shape[1:]
-        if not self._window_frames:
-            self._hist = np.zeros((n_features, levels if levels > 2 else 1), np.float32)
-            self._task_loglik = np.zeros((self.n_tasks, n_features) if levels > 2 else (0, 0), np.float32)
+        if not self._n_frames:
+            self._hist = np.zeros((n_features, levels), np.float32)
+            self._task_loglik = np.zeros((self.n_tasks, n_features), np.float32)
             self._flat = np.arange(n_features) * levels
-        if levels == 2:  # binary: count the on-values only (one add); ``_window_hist`` completes the histogram
-            self._hist[:, 0] += x
-            self._full_hist = None
-            return
         self._hist += np.bincount(self._flat + x, minlength=self._hist.size).reshape(self._hist.shape)
         if self._deciding and self.n_tasks:
             self._task_loglik += self._log_p.reshape(self.n_tasks, -1)[:, self._flat + x]
+
+    def _window_on(self) -> np.ndarray:
+        """Binary features: how many of the window's frames show each feature on (float32)."""
+        if self._on is None:  # counted once per window state (a decision and an absorb both read it)
+            self._on = (self._frames[: self._n_frames] > 0).sum(axis=0, dtype=np.float32)
+        return self._on
 
     def _window_hist(self) -> np.ndarray:
         """The window's histogram (features × levels): each feature's count of each value."""
         if self.levels > 2:
             return self._hist
-        if self._full_hist is None:  # built once per window state (a decision and an absorb both read it)
-            on = self._hist[:, 0]
-            self._full_hist = np.stack([len(self._window_frames) - on, on], axis=1)
-        return self._full_hist
+        on = self._window_on()
+        return np.stack([self._n_frames - on, on], axis=1)
 
     def window_loglik(self) -> np.ndarray:
         """Window log-likelihood of each task and of the hold-out (last), eq. (2): per feature, a two-component
@@ -313,21 +342,44 @@ class FlatFMN:
         Features that no task and not the window ever showed other than at value 0 (a background: most of MinAtar's
         cells) score alike under every model when they share a back-off group (a grid's cell; all of an image), so
         one of them per group is scored, weighted by their number."""
-        hist = self._window_hist()
-        idx, weight = self._scored_features(hist)
-        novel = self._novel_loglik(hist[idx])
+        j = self._n_frames
+        if self.levels == 2:  # binary: everything follows from each scored feature's on-count h
+            on = self._window_on()
+            idx, weight = self._scored_features(on > 0)
+            h = on[idx].astype(np.intp)
+            novel = self._novel_table(j)[h]
+        else:
+            idx, weight = self._scored_features(self._hist[:, 0] < j)
+            novel = self._novel_loglik(self._hist[idx])
         if not self.n_tasks:  # the hold-out alone
             return np.array([novel @ weight])
-        tasks_term = self._task_loglik[:, idx] if self.levels > 2 else self._sequential_loglik(idx, hist[idx])
-        eps_k, eps_h = self.settings.task_novelty, self._holdout_novelty()
-        tasks = _log_mix(tasks_term, novel, eps_k) @ weight
-        holdout = _log_mix(_log_mean_exp(tasks_term), novel, eps_h) @ weight
-        return np.append(tasks, holdout)
+        tasks_term = self._task_loglik[:, idx] if self.levels > 2 else self._sequential_loglik(idx, h)
+        if len(self._mix_weights[0]) != self.n_tasks + 1:
+            eps = [self.settings.task_novelty] * self.n_tasks + [self._holdout_novelty()]
+            keep, new = [math.log1p(-e) for e in eps], [math.log(e) for e in eps]
+            self._mix_weights = (np.array(keep, np.float32)[:, None], np.array(new, np.float32)[:, None])
+        keep, new = self._mix_weights
+        models = np.concatenate([tasks_term, _log_mean_exp(tasks_term)[None]])
+        mixed = np.logaddexp(models + keep, novel + new)  # eq. (2) per feature: tasks with ε_k, the hold-out ε_h
+        scores = np.empty(len(models))
+        scores[:-1] = mixed[:-1] @ weight
+        scores[-1] = mixed[-1] @ weight
+        return scores
 
-    def _scored_features(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The features to score and their weights: every active feature once, and per back-off group one
-        background feature standing for all of the group's (see ``window_loglik``)."""
-        active = (self._active | (hist[:, 0] < len(self._window_frames))).reshape(self._groups)
+    def _scored_features(self, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The features to score and their weights (see ``_select_features``), given the features the window
+        ``shown`` at a value other than 0; the same for every window that shows no feature beyond those some task
+        has shown (most windows), so kept until ``_active`` grows."""
+        if (shown > self._active).any():
+            return self._select_features(self._active | shown)
+        if self._scored is None:
+            self._scored, self._runs = self._select_features(self._active), None
+        return self._scored
+
+    def _select_features(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``active`` feature once, and per back-off group one background feature standing for all of the
+        group's (see ``window_loglik``), with their weights."""
+        active = active.reshape(self._groups)
         background = self._groups[0] - np.count_nonzero(active, axis=0)  # per group
         groups = np.flatnonzero(background)
         first = np.argmin(active, axis=0)[groups]  # a background feature of each such group
@@ -335,17 +387,50 @@ class FlatFMN:
         weight = np.concatenate([np.ones(idx.size - groups.size), background[groups]])
         return idx, weight
 
-    def _sequential_loglik(self, idx: np.ndarray, hist: np.ndarray) -> np.ndarray:
-        """log eq. (1') of features ``idx`` under each task (grids): the window's histogram picks each feature's
-        cached run Π_{i<h_v} (c_k[p, v] + a_k[p, v] + i) for each value v (its log), less the totals' runs."""
-        runs = self._runs[:, hist.astype(np.intp), idx[:, None], np.arange(self.levels)]  # (K, P, L)
-        return np.log(runs.prod(axis=2)) - self._run_totals[:, len(self._window_frames), None]
+    def _sequential_loglik(self, idx: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """log eq. (1') under each task of features ``idx`` that the window shows on ``h`` times of J (grids): per
+        feature, the products over i < J − h (off) and i < h (on) of the factors c_k[p, v] + a_k[p, v] + i, less the
+        totals' (their log). The products for every h are cached for the usual scored features (``_scored``; a
+        task's are built again when it absorbs a window) and built for this window otherwise."""
+        j = self._n_frames
+        if self._scored is not None and idx is self._scored[0]:
+            if self._runs is None:
+                self._runs = self._build_runs(slice(None), idx)
+            runs = self._runs
+        else:
+            runs = self._build_runs(slice(None), idx)
+        cols = np.arange(idx.size)
+        return np.log(runs[0][:, j - h, cols] * runs[1][:, h, cols]) - self._run_totals[:, j, None]
 
-    def _novel_loglik(self, hist: np.ndarray) -> np.ndarray:
+    def _build_runs(self, rows: slice, idx: np.ndarray) -> np.ndarray:
+        """Π_{i<h} (c_k[p, v] + a_k[p, v] + i) of eq. (1') for h = 0 … ``window``, tasks ``rows``, features
+        ``idx``: [v, k, h, p], with a = α + β (1 − m) off and α + β m on."""
+        counts, share = self.counts[rows, idx], self.settings.cell_share
+        backoff = self._backoff[rows, idx % self._groups[1]]  # β m_k(q), q the feature's cell
+        steps = self._steps[:, None, None]
+        off = (counts[..., 0] + self.settings.alpha) + steps  # [i, k, p]: c + α + i, as float64
+        off += share
+        off -= backoff
+        on = (counts[..., 1] + self.settings.alpha) + steps
+        on += backoff
+        runs = np.ones((2, len(backoff), len(steps) + 1, idx.size))
+        np.multiply.accumulate(off, axis=0, out=runs[0, :, 1:].swapaxes(0, 1))
+        np.multiply.accumulate(on, axis=0, out=runs[1, :, 1:].swapaxes(0, 1))
+        return runs
+
+    def _novel_table(self, j: int) -> np.ndarray:
+        """Binary features: ``_novel_loglik`` of a feature on h times in ``j`` frames, for h = 0 … ``window``."""
+        if not self._novel.size:
+            on = np.arange(self.settings.window + 1)
+            hists = [np.stack([np.maximum(frames - on, 0), on], axis=1) for frames in on]
+            self._novel = np.stack([self._novel_loglik(hist, frames) for frames, hist in enumerate(hists)])
+        return self._novel[j]
+
+    def _novel_loglik(self, hist: np.ndarray, frames: int | None = None) -> np.ndarray:
         """Per feature (row of ``hist``, the window's count of each value), the log probability of the window under
         its own sequential Krichevsky–Trofimov predictive, in closed form:
-        Σ_v log Γ(h_v + ½) − L log Γ(½) − log Γ(J + L/2) + log Γ(L/2), J the window's frames."""
-        j, levels = len(self._window_frames), self.levels
+        Σ_v log Γ(h_v + ½) − L log Γ(½) − log Γ(J + L/2) + log Γ(L/2), J the window's frames (or ``frames``)."""
+        j, levels = self._n_frames if frames is None else frames, self.levels
         if len(self._kt) <= self.settings.window:
             self._kt = np.array([math.lgamma(h + KT_ALPHA) for h in range(self.settings.window + 1)], np.float32)
         const = levels * math.lgamma(KT_ALPHA) + math.lgamma(j + levels * KT_ALPHA) - math.lgamma(levels * KT_ALPHA)
@@ -360,19 +445,22 @@ class FlatFMN:
 
     def log_prior(self) -> np.ndarray:
         """log prior of each task and of the hold-out (last) for the decision at an episode start."""
+        if self._prior[0] == (self.n_tasks, self.current):
+            return self._prior[1]
         n_models = self.n_tasks + 1
         if self.n_tasks == 0:
             return np.zeros(1)
         rho = self.settings.switch_prior
         prior = np.full(n_models, np.log(rho / (n_models - 1)))
         prior[self.current] = np.log1p(-rho)
+        self._prior = ((self.n_tasks, self.current), prior)
         return prior
 
     def _clear_winner(self) -> bool:
         """Whether the window's MAP model leads every other by at least ``margin`` nats already."""
         if not self.n_tasks:
             return True
-        if self.levels == 2 or len(self._window_frames) < self.settings.early_after:
+        if self.levels == 2 or self._n_frames < self.settings.early_after:
             return False  # grids: a full window is only ``window`` agent steps (``grid_update_every`` = 1)
         top2 = np.partition(self.window_loglik() + self.log_prior(), -2)[-2:]
         return bool(top2[1] - top2[0] >= self.settings.margin)
@@ -383,42 +471,49 @@ class FlatFMN:
         if winner == self.n_tasks:
             self.counts = np.concatenate([self.counts, np.zeros((1, *self.counts.shape[1:]), np.float32)])
             self._log_p = _with_row(self._log_p)
-            self._runs, self._run_totals = _with_row(self._runs, 1.0), _with_row(self._run_totals)
+            self._backoff, self._run_totals = _with_row(self._backoff), _with_row(self._run_totals)
             self.totals = np.append(self.totals, 0.0)
+            self._runs = None  # built again for every task
         self.current, self._deciding = winner, False
 
     def _absorb_window(self, row: int) -> None:
         """Task ``row`` keeps the window's updates (Bayesian counts); every other model reverts (writes nothing)."""
-        hist = self._window_hist()
-        self.counts[row] += hist
-        self._active |= hist[:, 0] < len(self._window_frames)
-        self.totals[row] += len(self._window_frames)
+        j = self._n_frames
+        if self.levels == 2:
+            on = self._window_on()
+            self.counts[row, :, 0] += j - on
+            self.counts[row, :, 1] += on
+            shown = on > 0
+        else:
+            self.counts[row] += self._hist
+            shown = self._hist[:, 0] < j
+        if (shown > self._active).any():
+            self._active |= shown
+            self._scored, self._runs = None, None
+        self.totals[row] += j
         cap = self.settings.count_cap
         if cap and self.totals[row] > cap:
             self.counts[row] *= cap / self.totals[row]
             self.totals[row] = cap
-        self._window_frames, self._window_open = [], False
-        self._refresh_log_p(row)
+        self._n_frames, self._window_open = 0, False
+        self._refresh(row)
 
-    def _refresh_log_p(self, row: int) -> None:
-        """Cache task ``row``'s predictive for the next windows: images, the log of eq. (1); grids, the runs of
-        eq. (1') for every window length."""
+    def _refresh(self, row: int) -> None:
+        """Cache what task ``row``'s predictive needs for the next windows: images, the log of eq. (1); grids, the
+        back-off β m_k(q) of eq. (1') per cell, the log of the totals' runs for every window length and the scored
+        features' runs."""
         alpha, counts, n = self.settings.alpha, self.counts[row], self.totals[row]
         if self.levels > 2:
             self._log_p[row] = np.log((counts + alpha) / (n + self.levels * alpha))
             return
-        share, window = self.settings.cell_share, self.settings.window
-        on = counts[:, 1].reshape(self._groups)
-        backoff = np.broadcast_to(share / max(n, 1.0) * on.mean(axis=0), on.shape).reshape(-1)  # β m_k(q) per p
-        runs = self._runs[row]  # runs[h] = Π_{i<h} (c + a + i), with a = α + β (1 − m) (off) and α + β m (on)
-        runs[1:] = counts + alpha + np.arange(window, dtype=np.float64)[:, None, None]
-        runs[1:, :, 0] += share
-        runs[1:, :, 0] -= backoff
-        runs[1:, :, 1] += backoff
-        for h in range(2, window + 1):  # a running product (numpy's cumprod along this axis is slower)
-            runs[h] *= runs[h - 1]
-        steps = np.arange(window, dtype=np.float64)
-        self._run_totals[row, 1:] = np.cumsum(np.log(n + 2 * alpha + share + steps))
+        share, channels = self.settings.cell_share, self._groups[0]
+        on_rate = np.add.reduce(counts[:, 1].reshape(self._groups), axis=0) / channels  # the mean over channels
+        self._backoff[row] = share / max(n, 1.0) * on_rate
+        if n not in self._totals_runs:  # n stays at ``count_cap`` once reached
+            self._totals_runs[n] = np.cumsum(np.log(n + 2 * alpha + share + self._steps)).astype(np.float32)
+        self._run_totals[row, 1:] = self._totals_runs[n]
+        if self._runs is not None:
+            self._runs[:, row] = self._build_runs(slice(row, row + 1), self._scored[0])[:, 0]
 
     # --- state --------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -432,8 +527,13 @@ class FlatFMN:
             "deciding": self._deciding,
             "window_open": self._window_open,
             "groups": self._groups,
-            "window_frames": [x.copy() for x in self._window_frames],
+            "window_frames": [self._features(j) for j in range(self._n_frames)],
         }
+
+    def _features(self, j: int) -> np.ndarray:
+        """The window's ``j``-th frame as ``frame_features`` gives it (int64 values)."""
+        row = self._frames[j]
+        return (row > 0).astype(np.int64) if self.levels == 2 else row.astype(np.int64)
 
     def load_state_dict(self, state: dict) -> None:
         settings = FMNSettings(**state["settings"])
@@ -461,16 +561,22 @@ class FlatFMN:
             )
         groups = state.get("groups", (self.counts.shape[1], 1))  # images: one group (older states lack it)
         self._groups = (int(groups[0]), int(groups[1]))
+        self._every, self._shape = 0, ()  # set again by the next observation
+        self._steps = np.arange(settings.window, dtype=np.float64)
         self._log_p = np.zeros_like(self.counts)
-        self._runs = np.ones((self.n_tasks, settings.window + 1, *self.counts.shape[1:]))
+        self._backoff = np.zeros((self.n_tasks, self._groups[1]))
+        self._totals_runs, self._mix_weights = {}, (np.zeros(0), np.zeros(0))
         self._run_totals = np.zeros((self.n_tasks, settings.window + 1), np.float32)
         self._active = np.asarray((self.counts[:, :, 1:] > 0).any(axis=(0, 2)))
+        self._scored, self._runs, self._prior = None, None, ((-1, -1), np.zeros(0))
         for row in range(self.n_tasks):
-            self._refresh_log_p(row)
+            self._refresh(row)
         # The open window's scores are recomputed from its frames (they depend only on the counts, which it has not
         # touched yet).
-        frames = [np.asarray(x, dtype=np.int64) for x in state["window_frames"]]
-        self._window_frames = []
-        for x in frames:
-            self._score(x)
-            self._window_frames.append(x)
+        self._frames = np.zeros((settings.window, self.counts.shape[1]), np.uint8)
+        self._n_frames, self._on = 0, None
+        for x in state["window_frames"]:
+            self._frames[self._n_frames] = x
+            if self.levels > 2:
+                self._score(self._frames[self._n_frames])
+            self._n_frames += 1

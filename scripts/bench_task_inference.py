@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Task inference (forget-me-not, decided per episode) over real game streams, scored against the true games.
 
-    python scripts/bench_task_inference.py [--quick] [--long-steps 100000] [fmn.key=value ...]
+    python scripts/bench_task_inference.py [--quick] [--long-steps 100000] [--only TEXT] [fmn.key=value ...]
+        [--save-tasks FILE.npz | --check-tasks FILE.npz]
 
 The full protocol (issue 18): the EWC paper's 19 Atari games visited 3 times in seeded orders (two seeds, fixed and
 mixed segment lengths, a sticky-biased policy) and twice under a uniform policy; MinAtar's five games visited 4 times
@@ -9,6 +10,8 @@ under both policies; and a long stay of ``--long-steps`` agent steps in every ga
 Frames are recorded once and cached (agents/bench/inference_stream.py), so a re-run only replays them. Prints one
 line per stream, worst first, then the totals; exits 1 when a stream misses a target (ARI ≥ 0.99, one task per game,
 revisits back to their task, no spurious switch, detection ≤ 100 agent steps, CPU cost ≤ 15% of the emulator's).
+``--save-tasks`` keeps every stream's inferred task at each agent step; ``--check-tasks`` compares them with a saved
+file and exits 1 on the first difference (a change meant to make inference faster must not change a decision).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import dataclasses
 import sys
 
+import numpy as np
 import yaml
 
 from agents.bench.inference_stream import protocol, run_stream
@@ -33,23 +37,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default="", help="run only the streams whose name contains this text, in any case (default: all)"
     )
+    parser.add_argument("--save-tasks", default="", help="write each stream's task at every agent step to this .npz")
+    parser.add_argument(
+        "--check-tasks", default="", help="compare each stream's task at every agent step with this --save-tasks file"
+    )
     args = parser.parse_args(argv)
     try:
         if args.long_steps < 1:
             raise ValueError(f"--long-steps must be >= 1, got {args.long_steps}")
         fmn = FMNSettings(**_parse_settings(args.settings))
-    except (ValueError, TypeError) as err:
+        reference = _load_tasks(args.check_tasks)
+    except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"settings: {dataclasses.asdict(fmn)}", flush=True)
-    results = []
+    results, tasks, differ = [], {}, 0
     for spec in protocol(args.quick, args.long_steps):
         if args.only.lower() in spec.name.lower():
-            results.append(run_stream(spec.name, spec.visits, fmn, spec.policy, spec.seed))
+            seen: list[int] = []
+            keep = args.save_tasks or reference is not None
+            on_step = (lambda _, model, seen=seen: seen.append(model.current)) if keep else None
+            results.append(run_stream(spec.name, spec.visits, fmn, spec.policy, spec.seed, on_step=on_step))
             print(results[-1].line(), flush=True)
+            tasks[spec.name] = np.asarray(seen, np.int32)
+            if reference is not None:
+                differ += not _same_tasks(spec.name, tasks[spec.name], reference)
     if not results:
         print(f"error: no stream's name contains {args.only!r}", file=sys.stderr)
         return 2
+    if args.save_tasks:
+        np.savez_compressed(args.save_tasks, **tasks)
     print("\nper stream, worst first:")
     for result in sorted(results, key=lambda r: r.badness()):
         print(result.line())
@@ -62,7 +79,33 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(r.ari for r in results):.4f}; task inference {cost:.1f} µs per agent step = {100 * cost / env:.2f}% "
         f"of the emulator's {env:.0f} µs"
     )
-    return 1 if failed else 0
+    if reference is not None:
+        same = len(results) - differ
+        print(f"tasks at every agent step: {same} of {len(results)} streams identical to {args.check_tasks}")
+    return 1 if failed or differ else 0
+
+
+def _load_tasks(path: str) -> dict[str, np.ndarray] | None:
+    """The per-step tasks saved by ``--save-tasks``, by stream name (None without a path)."""
+    if not path:
+        return None
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+def _same_tasks(name: str, tasks: np.ndarray, reference: dict[str, np.ndarray]) -> bool:
+    """Whether the stream's per-step tasks equal the reference's; prints where they first differ."""
+    if name not in reference:
+        print(f"  tasks of {name!r}: not in the reference file")
+        return False
+    ref = reference[name]
+    if len(ref) == len(tasks) and np.array_equal(ref, tasks):
+        return True
+    step = int(np.flatnonzero(ref[: len(tasks)] != tasks[: len(ref)])[0]) if len(ref) == len(tasks) else -1
+    print(
+        f"  tasks of {name!r} differ from the reference (first at agent step {step}; lengths {len(tasks)}, {len(ref)})"
+    )
+    return False
 
 
 def _parse_settings(items: list[str]) -> dict:

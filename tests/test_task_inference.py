@@ -149,7 +149,7 @@ def test_task_state_round_trips_through_a_checkpoint_mid_stream():
     cut = 305  # inside Boxing's first decision window
     for f, s in zip(frames[:cut], starts[:cut], strict=True):
         fmn.observe(f, None, episode_start=bool(s))
-    assert fmn._window_frames  # really mid-window
+    assert fmn._n_frames  # really mid-window
     by_state = FlatFMN()
     by_state.load_state_dict(fmn.state_dict())
     by_pickle = pickle.loads(pickle.dumps(fmn))  # how SB3 saves the agent's task source
