@@ -67,19 +67,22 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
     for 6 times, each at the price of a feature never seen, and every Freeway episode opened a new task (12 tasks for
     5 games). Under eq. (1') a novel feature is paid for about once, and a channel at a cell where the task has seen
     another channel costs less. Images keep eq. (1) (their frames are 4 steps apart; measured unchanged).
-  - Scores come from the window's histogram (per feature, the count of each value), never from per-frame gathers:
-    each task caches Π_{i<h}(c + a + i) for every h ≤ ``window``, and features that no task and not the window ever
-    showed on (most cells) are scored once per cell and weighted by their number.
+  - A grid window is scored and absorbed by two compiled kernels (numba; ``_binary_window_scores``,
+    ``_absorb_binary``) from each feature's on-count in the window: features that no task and not the window ever
+    showed on (most cells) are scored once per cell, weighted by their number, and once for all the cells no task has
+    seen on. With numpy a window took ~60 calls (~0.5 ms on a loaded machine); the kernels compute the same sums
+    (scores agree to ~1e-14, every decision of the benchmark's streams is unchanged: ``--check-tasks``).
   Known failure: a Freeway task that has seen only two episodes explains Asterix's nearly empty start screens better
   than the hold-out (by ~60 nats), so Asterix is merged into it (tests: an xfail); lowering ``novel_features`` splits
   Freeway again. A per-cell factored model cannot tell "one car in every row" from "an enemy or two"; a frame model
   with row or object structure would.
 
-Cost: an image stream costs ~14 µs per Atari agent step (well under 1% of the ALE's). A grid stream costs, in CPU time
-on this 2-core machine shared with other jobs (load ≈ 5), 28–40 µs per MinAtar agent step on mixed streams and 71 µs
-in a long stay in Breakout, whose 9-step episodes each end a window (one decision, one model refresh: ~0.5 ms of
-numpy calls); MinAtar's own step is 58–169 µs of CPU, so the 15% target is missed (23–40% on mixed streams, 105% in
-Breakout; ``scripts/bench_task_inference.py --only minatar``).
+Cost: an image stream costs ~11 µs per Atari agent step (under 1% of the ALE's). A grid stream costs, in CPU time on
+this 2-core machine shared with other jobs (load ≈ 5–6), 6.5–10.6 µs per MinAtar agent step on mixed streams and
+9.2 µs in a long stay in Breakout, whose ~9-step episodes each end a window; MinAtar's own step is 58–169 µs of CPU,
+so the cost is 4.9–10.0% on mixed streams and 13.7% in Breakout, 2–4% in the other long stays
+(``scripts/bench_task_inference.py --only minatar``). The kernels compile once per process when the first
+``FlatFMN`` is built (a second or two; cached by numba, then ~0.1 s to load), not during an agent step.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit
 
 
 @dataclass
@@ -193,9 +197,145 @@ def _log_mean_exp(rows: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(rows - top).mean(axis=0))
 
 
-def _log_mix(model: np.ndarray, novel: np.ndarray, eps: float) -> np.ndarray:
-    """log((1 − ε) e^model + ε e^novel), elementwise (eq. 2's per-feature mixture)."""
-    return np.logaddexp(model + np.float32(math.log1p(-eps)), novel + np.float32(math.log(eps)))
+# Compiled kernels for binary features (grids): a window's scores and its absorption cost a few numpy calls' worth,
+# however many features it shows (MinAtar's Breakout ends an episode, and so a window, every ~9 agent steps).
+@njit(cache=True, inline="always")
+def _logaddexp(a: float, b: float) -> float:
+    """log(e^a + e^b), as numpy's ``logaddexp`` computes it."""
+    if a == b:
+        return a + math.log(2.0)
+    return a + math.log1p(math.exp(b - a)) if a > b else b + math.log1p(math.exp(a - b))
+
+
+@njit(cache=True)
+def _count_on(frames, n_frames):
+    """How many of ``frames[:n_frames]`` show each feature on (> 0)."""
+    on = np.zeros(frames.shape[1], np.int64)
+    for i in range(n_frames):
+        for p in range(frames.shape[1]):
+            on[p] += 1 if frames[i, p] > 0 else 0
+    return on
+
+
+@njit(cache=True, inline="always")  # a call per feature would reference-count every array it is passed
+def _add_feature_scores(scores, terms, p, q, h, weight, model, novel, keep, new):
+    """Add feature ``p`` (cell ``q``)'s eq. (2) mixtures times ``weight`` to each model's score, the window showing it
+    on ``h`` times: under task k, eq. (1') (its log, less the totals' runs); under the hold-out, their mean over
+    tasks. ``model`` = (counts [k, p, v], totals' log runs [k], back-off [k, q], α, β); see
+    ``_binary_window_scores``."""
+    counts, run_totals, backoff, alpha, share = model
+    n_tasks, n_frames = counts.shape[0], len(novel) - 1
+    if n_tasks == 0:
+        scores[0] += weight * novel[h]
+        return
+    top = -np.inf
+    for k in range(n_tasks):
+        off = np.float64(counts[k, p, 0] + np.float32(alpha))  # c + α in float32, as the counts are
+        on = np.float64(counts[k, p, 1] + np.float32(alpha))
+        run = 1.0
+        for i in range(n_frames - h):
+            run *= ((off + i) + share) - backoff[k, q]  # a = α + β (1 − m) off
+        for i in range(h):
+            run *= (on + i) + backoff[k, q]  # a = α + β m on
+        terms[k] = math.log(run) - run_totals[k]
+        top = max(top, terms[k])
+        scores[k] += weight * _logaddexp(terms[k] + keep[k], np.float64(novel[h] + new[k]))
+    pooled = terms[0]
+    if n_tasks > 1:  # the hold-out's model: the mean over tasks of their likelihoods
+        total = 0.0
+        for k in range(n_tasks):
+            total += math.exp(terms[k] - top)
+        pooled = top + math.log(total / n_tasks)
+    scores[n_tasks] += weight * _logaddexp(pooled + keep[n_tasks], np.float64(novel[h] + new[n_tasks]))
+
+
+@njit(cache=True)
+def _binary_window_scores(frames, n_frames, active, model, novel, keep, new):
+    """``FlatFMN.window_loglik`` for binary features (grids): each scored feature's mixtures summed into each model's
+    score. Scored are the features some task or the window shows on, and per cell one background feature weighted
+    by the cell's number of them; background cells whose back-off is 0 under every task (cells no task has seen on)
+    score alike, so one of them stands for all.
+
+    ``frames[:n_frames]``: the window (features p = channel · cells + cell, on where > 0); returns the scores and
+    how many frames show each feature on;
+    ``active`` [p]: some task has seen p on; ``model`` = (counts [k, p, v], the totals' log runs [k] for this window
+    length, back-off β m_k(q) [k, q], α, β); ``novel`` [h]: a feature's KT term when the window shows it on h times;
+    ``keep``, ``new``: log(1 − ε), log ε of each model."""
+    counts, backoff = model[0], model[2]
+    n_tasks, cells = counts.shape[0], backoff.shape[1]
+    novel = novel[: n_frames + 1]
+    on = _count_on(frames, n_frames)
+    scores = np.zeros(n_tasks + 1)
+    terms = np.empty(n_tasks)
+    background = np.zeros(cells, np.int64)
+    first = np.full(cells, -1, np.int64)
+    for c in range(len(on) // cells):  # p = c · cells + q, without a division per feature
+        for q in range(cells):
+            p = c * cells + q
+            if active[p] or on[p] > 0:
+                _add_feature_scores(scores, terms, p, q, on[p], 1.0, model, novel, keep, new)
+            else:
+                background[q] += 1
+                if first[q] < 0:
+                    first[q] = p
+    unseen, unseen_weight, unseen_cell = -1, 0.0, 0  # background cells with no back-off under any task
+    for q in range(cells):
+        if not background[q]:
+            continue
+        seen = False
+        for k in range(n_tasks):
+            seen = seen or backoff[k, q] != 0.0
+        if seen:
+            _add_feature_scores(scores, terms, first[q], q, 0, float(background[q]), model, novel, keep, new)
+        else:
+            unseen, unseen_weight, unseen_cell = first[q], unseen_weight + background[q], q
+    if unseen >= 0:
+        _add_feature_scores(scores, terms, unseen, unseen_cell, 0, unseen_weight, model, novel, keep, new)
+    return scores, on
+
+
+@njit(cache=True)
+def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
+    """Task counts ``counts`` [p, v] absorb a window of ``n_frames`` frames that shows feature p on ``on[p]`` times,
+    then are rescaled by ``scale`` (``count_cap``) unless it is 1; ``active`` marks the features shown on;
+    ``backoff`` [q] becomes β m(q) of eq. (1') for the task's ``total`` frames. Returns whether ``active`` grew."""
+    grew = False
+    for p in range(counts.shape[0]):
+        counts[p, 0] += np.float32(n_frames - on[p])
+        counts[p, 1] += np.float32(on[p])
+        if scale != 1.0:
+            counts[p, 0] = np.float32(np.float64(counts[p, 0]) * scale)
+            counts[p, 1] = np.float32(np.float64(counts[p, 1]) * scale)
+        if on[p] > 0 and not active[p]:
+            active[p] = True
+            grew = True
+    cells = len(backoff)
+    channels = counts.shape[0] // cells
+    coef = share / max(total, 1.0)
+    for q in range(cells):
+        rate = np.float32(0.0)
+        for c in range(channels):
+            rate += counts[c * cells + q, 1]
+        backoff[q] = coef * np.float64(rate / np.float32(channels))  # the cell's mean on-rate over channels
+    return grew
+
+
+def _warm_kernels() -> None:
+    """Compile (or load from numba's cache) the grid kernels for MinAtar's uint8 grids, once per process: called when
+    a ``FlatFMN`` is built, so the one-off cost (a second or two compiling, ~0.1 s loading) is not an agent step's."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
+    frames, counts = np.zeros((2, 4), np.uint8), np.zeros((1, 4, 2), np.float32)
+    on = _count_on(frames, 1)
+    model = (counts, np.zeros(1, np.float32), np.zeros((1, 2)), 0.01, 1.0)
+    weights = np.zeros(2, np.float32)
+    _binary_window_scores(frames, 1, np.zeros(4, bool), model, np.zeros(2, np.float32), weights, weights)
+    _absorb_binary(on, 1, counts[0], np.zeros(4, bool), 1.0, 1.0, 1.0, np.zeros(2))
+
+
+_WARM = False
 
 
 class FlatFMN:
@@ -207,12 +347,14 @@ class FlatFMN:
 
     def __init__(self, settings: FMNSettings | None = None) -> None:
         self.settings = settings or FMNSettings()
+        _warm_kernels()
         self.levels = 0  # set by the first observation (8 for images, 2 for grids)
         self.counts = np.zeros((0, 0, 0), dtype=np.float32)  # c_k[p, v], one row per task
         self.totals = np.zeros(0, dtype=np.float64)  # n_k
         self.current = 0
         self.steps_in_episode = 0
         self._frames = np.zeros((0, 0), np.uint8)  # the open window's frames, one row each: image features, raw grids
+        self._grid_frames = self._frames  # grids: ``_frames`` as frames of the observations' shape
         self._n_frames = 0  # frames in the open window (0: no decision open)
         self._deciding = False  # the open window has not decided the episode's task yet
         self._window_open = False  # the episode's first ``window`` model frames are still being collected
@@ -225,17 +367,15 @@ class FlatFMN:
         self._task_loglik = np.zeros((0, 0), np.float32)  # Σ_j log p_k(x_jp) over the window (images only)
         self._kt = np.zeros(0)  # log Γ(h + ½) for h = 0 … window: the KT predictive in closed form
         self._flat = np.zeros(0, np.int64)  # p · L: a feature's offset in the flattened (p, v) arrays
-        self._on: np.ndarray | None = None  # binary features: the window's on-count of each feature, once counted
         self._active = np.zeros(0, bool)  # features some task has seen at a value other than 0
         self._scored: tuple[np.ndarray, np.ndarray] | None = None  # ``_select_features(_active)``, until it grows
         self._groups = (0, 0)  # (features, groups) that share a back-off: grids (channels, cells), images (F, 1)
-        self._steps = np.arange(self.settings.window, dtype=np.float64)  # i = 0 … window − 1 of eq. (1')
         self._backoff = np.zeros((0, 0))  # grids, [k, q]: β m_k(q) of eq. (1'), m_k(q) the mean on-rate of cell q
         self._run_totals = np.zeros((0, 0), np.float32)  # grids: Σ_{i<J} log(n_k + Σ_v a_k[p, v] + i)
-        self._runs: np.ndarray | None = None  # grids, [v, k, h, s]: Π_{i<h} (c + a + i) of eq. (1'), scored features s
         self._totals_runs: dict[float, np.ndarray] = {}  # n → Σ_{i<J} log(n + 2α + β + i) for J = 1 … window
         self._novel = np.zeros((0, 0), np.float32)  # binary features, [J, h]: ``_novel_loglik`` of h on in J frames
-        self._mix_weights = (np.zeros(0), np.zeros(0))  # log(1 − ε), log ε of each model (eq. 2), float32 columns
+        self._mix = (np.zeros(0), np.zeros(0))  # ``_mix_weights``
+        self._on: np.ndarray | None = None  # ``_window_on``
         self._prior: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))  # (tasks, current) → log prior
 
     # --- TaskSource ---------------------------------------------------------------------------------------------
@@ -258,7 +398,7 @@ class FlatFMN:
         if self._window_open and self.steps_in_episode % (self._every or self._set_kind(observation)) == 0:
             self._add_to_window(observation)
             full = self._n_frames == self.settings.window
-            if self._deciding and (full or self._clear_winner()):
+            if self._deciding and (full or not len(self.totals) or (self.levels > 2 and self._clear_winner())):
                 self._decide()
             if full:
                 self._absorb_window(self.current)
@@ -291,6 +431,7 @@ class FlatFMN:
             if self._n_frames:  # a window loaded from a state
                 frames[: self._n_frames] = self._frames[: self._n_frames]
             self._frames = frames
+        self._grid_frames = self._frames.reshape(len(self._frames), *observation.shape) if self._grid else self._frames
         return self._every
 
     # --- the decision window --------------------------------------------------------------------------------------
@@ -299,8 +440,8 @@ class FlatFMN:
         the episode's task is decided) its log predictive under every task (eq. 1)."""
         if observation.shape != self._shape:
             self._set_kind(observation)
-        if self._grid:  # copied as it is; a cell is on where > 0 (``_window_hist``)
-            self._frames[self._n_frames] = observation.reshape(-1)
+        if self._grid:  # copied as it is; a cell is on where > 0 (``_binary_window_scores``)
+            self._grid_frames[self._n_frames] = observation
         else:
             self._frames[self._n_frames] = frame_features(observation, self.settings)[0]
             if self.levels > 2:
@@ -320,19 +461,6 @@ class FlatFMN:
         if self._deciding and self.n_tasks:
             self._task_loglik += self._log_p.reshape(self.n_tasks, -1)[:, self._flat + x]
 
-    def _window_on(self) -> np.ndarray:
-        """Binary features: how many of the window's frames show each feature on (float32)."""
-        if self._on is None:  # counted once per window state (a decision and an absorb both read it)
-            self._on = (self._frames[: self._n_frames] > 0).sum(axis=0, dtype=np.float32)
-        return self._on
-
-    def _window_hist(self) -> np.ndarray:
-        """The window's histogram (features × levels): each feature's count of each value."""
-        if self.levels > 2:
-            return self._hist
-        on = self._window_on()
-        return np.stack([self._n_frames - on, on], axis=1)
-
     def window_loglik(self) -> np.ndarray:
         """Window log-likelihood of each task and of the hold-out (last), eq. (2): per feature, a two-component
         mixture of the model's predictive (weight 1 − ε) and the window's own (weight ε). The hold-out's model is,
@@ -341,30 +469,41 @@ class FlatFMN:
 
         Features that no task and not the window ever showed other than at value 0 (a background: most of MinAtar's
         cells) score alike under every model when they share a back-off group (a grid's cell; all of an image), so
-        one of them per group is scored, weighted by their number."""
+        one of them per group is scored, weighted by their number. Binary features (grids) are scored by a compiled
+        kernel (``_binary_window_scores``): a window costs a few numpy calls' worth however many features it has."""
         j = self._n_frames
-        if self.levels == 2:  # binary: everything follows from each scored feature's on-count h
-            on = self._window_on()
-            idx, weight = self._scored_features(on > 0)
-            h = on[idx].astype(np.intp)
-            novel = self._novel_table(j)[h]
-        else:
-            idx, weight = self._scored_features(self._hist[:, 0] < j)
-            novel = self._novel_loglik(self._hist[idx])
+        keep, new = self._mix_weights()
+        if self.levels == 2:
+            model = (self.counts, self._run_totals[:, j], self._backoff, self.settings.alpha, self.settings.cell_share)
+            scores, self._on = _binary_window_scores(
+                self._frames, j, self._active, model, self._novel_table(j), keep, new
+            )
+            return scores
+        idx, weight = self._scored_features(self._hist[:, 0] < j)
+        novel = self._novel_loglik(self._hist[idx])
         if not self.n_tasks:  # the hold-out alone
             return np.array([novel @ weight])
-        tasks_term = self._task_loglik[:, idx] if self.levels > 2 else self._sequential_loglik(idx, h)
-        if len(self._mix_weights[0]) != self.n_tasks + 1:
-            eps = [self.settings.task_novelty] * self.n_tasks + [self._holdout_novelty()]
-            keep, new = [math.log1p(-e) for e in eps], [math.log(e) for e in eps]
-            self._mix_weights = (np.array(keep, np.float32)[:, None], np.array(new, np.float32)[:, None])
-        keep, new = self._mix_weights
+        tasks_term = self._task_loglik[:, idx]
         models = np.concatenate([tasks_term, _log_mean_exp(tasks_term)[None]])
-        mixed = np.logaddexp(models + keep, novel + new)  # eq. (2) per feature: tasks with ε_k, the hold-out ε_h
+        mixed = np.logaddexp(models + keep[:, None], novel + new[:, None])  # eq. (2): tasks with ε_k, hold-out ε_h
         scores = np.empty(len(models))
         scores[:-1] = mixed[:-1] @ weight
         scores[-1] = mixed[-1] @ weight
         return scores
+
+    def _window_on(self) -> np.ndarray:
+        """Binary features: how many of the window's frames show each feature on (counted once per window state)."""
+        if self._on is None:
+            self._on = _count_on(self._frames, self._n_frames)
+        return self._on
+
+    def _mix_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """log(1 − ε) and log ε of each task (ε_k) and of the hold-out (ε_h, last), float32 (eq. 2)."""
+        if len(self._mix[0]) != self.n_tasks + 1:
+            eps = [self.settings.task_novelty] * self.n_tasks + [self._holdout_novelty()]
+            keep, new = [math.log1p(-e) for e in eps], [math.log(e) for e in eps]
+            self._mix = (np.array(keep, np.float32), np.array(new, np.float32))
+        return self._mix
 
     def _scored_features(self, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The features to score and their weights (see ``_select_features``), given the features the window
@@ -373,7 +512,7 @@ class FlatFMN:
         if (shown > self._active).any():
             return self._select_features(self._active | shown)
         if self._scored is None:
-            self._scored, self._runs = self._select_features(self._active), None
+            self._scored = self._select_features(self._active)
         return self._scored
 
     def _select_features(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,37 +525,6 @@ class FlatFMN:
         idx = np.concatenate([np.flatnonzero(active), first * self._groups[1] + groups])
         weight = np.concatenate([np.ones(idx.size - groups.size), background[groups]])
         return idx, weight
-
-    def _sequential_loglik(self, idx: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """log eq. (1') under each task of features ``idx`` that the window shows on ``h`` times of J (grids): per
-        feature, the products over i < J − h (off) and i < h (on) of the factors c_k[p, v] + a_k[p, v] + i, less the
-        totals' (their log). The products for every h are cached for the usual scored features (``_scored``; a
-        task's are built again when it absorbs a window) and built for this window otherwise."""
-        j = self._n_frames
-        if self._scored is not None and idx is self._scored[0]:
-            if self._runs is None:
-                self._runs = self._build_runs(slice(None), idx)
-            runs = self._runs
-        else:
-            runs = self._build_runs(slice(None), idx)
-        cols = np.arange(idx.size)
-        return np.log(runs[0][:, j - h, cols] * runs[1][:, h, cols]) - self._run_totals[:, j, None]
-
-    def _build_runs(self, rows: slice, idx: np.ndarray) -> np.ndarray:
-        """Π_{i<h} (c_k[p, v] + a_k[p, v] + i) of eq. (1') for h = 0 … ``window``, tasks ``rows``, features
-        ``idx``: [v, k, h, p], with a = α + β (1 − m) off and α + β m on."""
-        counts, share = self.counts[rows, idx], self.settings.cell_share
-        backoff = self._backoff[rows, idx % self._groups[1]]  # β m_k(q), q the feature's cell
-        steps = self._steps[:, None, None]
-        off = (counts[..., 0] + self.settings.alpha) + steps  # [i, k, p]: c + α + i, as float64
-        off += share
-        off -= backoff
-        on = (counts[..., 1] + self.settings.alpha) + steps
-        on += backoff
-        runs = np.ones((2, len(backoff), len(steps) + 1, idx.size))
-        np.multiply.accumulate(off, axis=0, out=runs[0, :, 1:].swapaxes(0, 1))
-        np.multiply.accumulate(on, axis=0, out=runs[1, :, 1:].swapaxes(0, 1))
-        return runs
 
     def _novel_table(self, j: int) -> np.ndarray:
         """Binary features: ``_novel_loglik`` of a feature on h times in ``j`` frames, for h = 0 … ``window``."""
@@ -457,63 +565,55 @@ class FlatFMN:
         return prior
 
     def _clear_winner(self) -> bool:
-        """Whether the window's MAP model leads every other by at least ``margin`` nats already."""
-        if not self.n_tasks:
-            return True
-        if self.levels == 2 or self._n_frames < self.settings.early_after:
-            return False  # grids: a full window is only ``window`` agent steps (``grid_update_every`` = 1)
+        """Images: whether the window's MAP model leads every other by at least ``margin`` nats already (grids decide
+        at the window's end: a full window is only ``window`` agent steps, ``grid_update_every`` = 1)."""
+        if self._n_frames < self.settings.early_after:
+            return False
         top2 = np.partition(self.window_loglik() + self.log_prior(), -2)[-2:]
         return bool(top2[1] - top2[0] >= self.settings.margin)
 
     def _decide(self) -> None:
         """The window's MAP model becomes the episode's task; a winning hold-out becomes a new task."""
-        winner = int(np.argmax(self.window_loglik() + self.log_prior()))
+        winner = int((self.window_loglik() + self.log_prior()).argmax())
         if winner == self.n_tasks:
             self.counts = np.concatenate([self.counts, np.zeros((1, *self.counts.shape[1:]), np.float32)])
             self._log_p = _with_row(self._log_p)
             self._backoff, self._run_totals = _with_row(self._backoff), _with_row(self._run_totals)
             self.totals = np.append(self.totals, 0.0)
-            self._runs = None  # built again for every task
         self.current, self._deciding = winner, False
 
     def _absorb_window(self, row: int) -> None:
         """Task ``row`` keeps the window's updates (Bayesian counts); every other model reverts (writes nothing)."""
-        j = self._n_frames
+        j, cap = self._n_frames, self.settings.count_cap
+        total = self.totals[row] + j
+        scale = cap / total if cap and total > cap else 1.0  # ``count_cap``: the counts represent ``cap`` frames
+        self.totals[row] = min(total, cap) if cap else total
         if self.levels == 2:
-            on = self._window_on()
-            self.counts[row, :, 0] += j - on
-            self.counts[row, :, 1] += on
-            shown = on > 0
+            share, on, n = self.settings.cell_share, self._window_on(), self.totals[row]
+            grew = _absorb_binary(on, j, self.counts[row], self._active, scale, share, n, self._backoff[row])
         else:
             self.counts[row] += self._hist
             shown = self._hist[:, 0] < j
-        if (shown > self._active).any():
+            grew = bool((shown > self._active).any())
             self._active |= shown
-            self._scored, self._runs = None, None
-        self.totals[row] += j
-        cap = self.settings.count_cap
-        if cap and self.totals[row] > cap:
-            self.counts[row] *= cap / self.totals[row]
-            self.totals[row] = cap
+            if scale != 1.0:
+                self.counts[row] *= scale
+        if grew:
+            self._scored = None
         self._n_frames, self._window_open = 0, False
         self._refresh(row)
 
     def _refresh(self, row: int) -> None:
         """Cache what task ``row``'s predictive needs for the next windows: images, the log of eq. (1); grids, the
-        back-off β m_k(q) of eq. (1') per cell, the log of the totals' runs for every window length and the scored
-        features' runs."""
-        alpha, counts, n = self.settings.alpha, self.counts[row], self.totals[row]
+        log of the totals' runs of eq. (1') for every window length (the back-off is set by ``_absorb_binary``)."""
+        alpha, n = self.settings.alpha, self.totals[row]
         if self.levels > 2:
-            self._log_p[row] = np.log((counts + alpha) / (n + self.levels * alpha))
+            self._log_p[row] = np.log((self.counts[row] + alpha) / (n + self.levels * alpha))
             return
-        share, channels = self.settings.cell_share, self._groups[0]
-        on_rate = np.add.reduce(counts[:, 1].reshape(self._groups), axis=0) / channels  # the mean over channels
-        self._backoff[row] = share / max(n, 1.0) * on_rate
         if n not in self._totals_runs:  # n stays at ``count_cap`` once reached
-            self._totals_runs[n] = np.cumsum(np.log(n + 2 * alpha + share + self._steps)).astype(np.float32)
+            steps = np.arange(self.settings.window, dtype=np.float64)
+            self._totals_runs[n] = np.cumsum(np.log(n + 2 * alpha + self.settings.cell_share + steps))
         self._run_totals[row, 1:] = self._totals_runs[n]
-        if self._runs is not None:
-            self._runs[:, row] = self._build_runs(slice(row, row + 1), self._scored[0])[:, 0]
 
     # --- state --------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -562,14 +662,16 @@ class FlatFMN:
         groups = state.get("groups", (self.counts.shape[1], 1))  # images: one group (older states lack it)
         self._groups = (int(groups[0]), int(groups[1]))
         self._every, self._shape = 0, ()  # set again by the next observation
-        self._steps = np.arange(settings.window, dtype=np.float64)
         self._log_p = np.zeros_like(self.counts)
         self._backoff = np.zeros((self.n_tasks, self._groups[1]))
-        self._totals_runs, self._mix_weights = {}, (np.zeros(0), np.zeros(0))
+        self._totals_runs, self._mix = {}, (np.zeros(0), np.zeros(0))
         self._run_totals = np.zeros((self.n_tasks, settings.window + 1), np.float32)
         self._active = np.asarray((self.counts[:, :, 1:] > 0).any(axis=(0, 2)))
-        self._scored, self._runs, self._prior = None, None, ((-1, -1), np.zeros(0))
+        self._scored, self._prior = None, ((-1, -1), np.zeros(0))
         for row in range(self.n_tasks):
+            if self.levels == 2:  # the back-off, by absorbing an empty window
+                none, n = np.zeros(self.counts.shape[1], np.int64), self.totals[row]
+                _absorb_binary(none, 0, self.counts[row], self._active, 1.0, settings.cell_share, n, self._backoff[row])
             self._refresh(row)
         # The open window's scores are recomputed from its frames (they depend only on the counts, which it has not
         # touched yet).

@@ -227,3 +227,62 @@ def test_minatar_asterix_after_a_young_freeway_task_opens_its_own():
     # episodes explains them better than the hold-out does (by ~60 nats). A Freeway task that has seen more, or an
     # Asterix task known first, keeps them apart (scripts/bench_task_inference.py --only minatar).
     assert _play(FlatFMN(), [("MinAtar/Freeway", 5000), ("MinAtar/Asterix", 1500)]) == [0, 1]
+
+
+def _grid_window_loglik_by_hand(fmn: FlatFMN) -> np.ndarray:
+    """Eqs. (1') and (2) over every feature of the open window, in float64 numpy: each task's model learns from each
+    frame as it comes (prior pseudo-counts α + β·m on, α + β·(1 − m) off, m the task's mean on-rate of the feature's
+    cell over the channels), mixed per feature with the window's own KT predictive; the hold-out pools the tasks."""
+    s, xs = fmn.settings, fmn.state_dict()["window_frames"]
+    counts, n = fmn.counts.astype(np.float64), fmn.totals
+    (n_tasks, n_features), (channels, cells) = counts.shape[:2], fmn._groups
+    m = counts[:, :, 1].reshape(n_tasks, channels, cells).mean(axis=1) / np.maximum(n, 1)[:, None]
+    m = np.repeat(m[:, None, :], channels, axis=1).reshape(n_tasks, n_features)
+    prior = np.stack([s.alpha + s.cell_share * (1 - m), s.alpha + s.cell_share * m], axis=2)
+    p, within = np.arange(n_features), np.zeros((n_features, 2))
+    task, novel = np.zeros((n_tasks, n_features)), np.zeros(n_features)
+    for j, x in enumerate(xs):
+        denominator = n[:, None] + 2 * s.alpha + s.cell_share + j
+        task += np.log((counts[:, p, x] + prior[:, p, x] + within[p, x]) / denominator)
+        novel += np.log((within[p, x] + 0.5) / (j + 1.0))
+        within[p, x] += 1
+    eps_k, eps_h = s.task_novelty, holdout_novelty(n_features, s.novel_features, s.task_novelty)
+    pooled = np.logaddexp.reduce(task, axis=0) - np.log(n_tasks)
+    tasks = np.logaddexp(np.log1p(-eps_k) + task, np.log(eps_k) + novel).sum(axis=1)
+    holdout = np.logaddexp(np.log1p(-eps_h) + pooled, np.log(eps_h) + novel).sum()
+    return np.append(tasks, holdout)
+
+
+# Real MinAtar visits (each from a reset) and, recorded from the numpy implementation before the grid kernels, the
+# task at every agent step as (first step, task) of each run: the kernels must not change a decision.
+GRID_VISITS = [
+    ("MinAtar/Breakout", 600),
+    ("MinAtar/Asterix", 600),
+    ("MinAtar/SpaceInvaders", 600),
+    ("MinAtar/Breakout", 300),
+    ("MinAtar/Asterix", 300),
+]
+GRID_TASK_RUNS = [(0, 0), (607, 1), (1207, 2), (1806, 0), (2107, 1)]
+
+
+def test_grid_decisions_match_the_equations_and_the_numpy_implementation_step_for_step():
+    fmn = FlatFMN()
+    decisions = []
+    decide = fmn._decide
+
+    def checked_decide():  # every decision, scored by the kernel and by hand
+        got, expected = fmn.window_loglik(), _grid_window_loglik_by_hand(fmn) if fmn.n_tasks else None
+        if expected is not None:
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0.01)  # nats; the models keep float32 counts
+            assert np.argmax(got + fmn.log_prior()) == np.argmax(expected + fmn.log_prior())
+        decisions.append(got)
+        decide()
+
+    fmn._decide = checked_decide
+    tasks = []
+    for i, (game, steps) in enumerate(GRID_VISITS):
+        frames, starts, _ = _recorded(game, steps, i)
+        tasks += [fmn.observe(f, None, episode_start=bool(s)) for f, s in zip(frames, starts, strict=True)]
+    runs = [(i, t) for i, t in enumerate(tasks) if i == 0 or t != tasks[i - 1]]
+    assert runs == GRID_TASK_RUNS
+    assert len(decisions) > 100 and fmn.n_tasks == 3
