@@ -82,7 +82,8 @@ this 2-core machine shared with other jobs (load ≈ 5–6), 6.5–10.6 µs per 
 9.2 µs in a long stay in Breakout, whose ~9-step episodes each end a window; MinAtar's own step is 58–169 µs of CPU,
 so the cost is 4.9–10.0% on mixed streams and 13.7% in Breakout, 2–4% in the other long stays
 (``scripts/bench_task_inference.py --only minatar``). The kernels compile once per process when the first
-``FlatFMN`` is built (a second or two; cached by numba, then ~0.1 s to load), not during an agent step.
+``FlatFMN`` is built, not during an agent step: ~6 s of CPU here the first time, ~0.7 s once numba has cached them
+(in ``cl_rl/__pycache__``); image streams pay it too.
 """
 
 from __future__ import annotations
@@ -322,7 +323,7 @@ def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
 
 def _warm_kernels() -> None:
     """Compile (or load from numba's cache) the grid kernels for MinAtar's uint8 grids, once per process: called when
-    a ``FlatFMN`` is built, so the one-off cost (a second or two compiling, ~0.1 s loading) is not an agent step's."""
+    a ``FlatFMN`` is built, so the one-off cost (~6 s of CPU compiling, ~0.7 s loading) is not an agent step's."""
     global _WARM
     if _WARM:
         return
