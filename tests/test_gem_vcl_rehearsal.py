@@ -109,11 +109,27 @@ def test_local_reparameterisation_matches_sampling_the_weights(layer):
     torch.testing.assert_close(local.var(0), sampled.var(0), rtol=0.15, atol=1e-3)
 
 
+# A few hundred steps of real MinAtar games: the methods' machinery at a small network's cost.
+MINATAR_TINY = [
+    "sequence.segments=[{game: MinAtar/Breakout, steps: 200}, {game: MinAtar/SpaceInvaders, steps: 150}, "
+    "{game: MinAtar/Breakout, steps: 150}]",
+    "agent.buffer_size=1000",
+    "agent.learning_starts=64",
+    "agent.exploration_steps=200",
+    "agent.train_freq=4",
+    "agent.target_update_interval=100",
+    "env.minatar.max_episode_steps=100",
+    "run.checkpoint_every=0",
+    "run.progress_bar=false",
+]
+
+
 @pytest.mark.parametrize("method", ["gem", "agem", "rehearsal", "vcl", "vcl+generative_replay"])
 def test_each_method_trains_on_real_games_logs_and_round_trips_a_checkpoint(method, tmp_path):
-    """Pong 200 → Breakout 150 → Pong 150 (tiny.yaml): the method acts from the first switch on, its statistics
-    reach TensorBoard, and save/load brings its state back."""
+    """MinAtar Breakout 200 → SpaceInvaders 150 → Breakout 150: the method acts from the first switch on, its
+    statistics reach TensorBoard, and save/load brings its state back."""
     overrides = [
+        *MINATAR_TINY,
         f"method.name={method}",
         "method.gem.batch_size=8",
         "method.agem.batch_size=8",
@@ -126,7 +142,7 @@ def test_each_method_trains_on_real_games_logs_and_round_trips_a_checkpoint(meth
         "method.generative_replay.generator.steps_per_switch=3",
         "eval.enabled=false",
     ]
-    config = load_config(REPO / "configs" / "tiny.yaml", overrides)
+    config = load_config(REPO / "configs" / "minatar.yaml", overrides)
     sequence = config.sequence.build()
     stream, env = make_stream(config, sequence)
     model = make_agent(config, env)
