@@ -224,8 +224,11 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
     Ray's). The script joins this module's Ray: a Ray of its own would only add its start-up."""
     from agents.run.sweep_ray import run_sweep
 
+    # 2 × 1,500 steps: seconds of margin between the first checkpoint (step 50) and the end, on a free core too
+    games = [segment["game"] for segment in MINATAR["sequence.segments"]]
+    longer = {**MINATAR, "sequence.segments": [{"game": game, "steps": 1500} for game in games]}
     path = write_sweep(
-        tmp_path, overrides=MINATAR, axes={"run.seed": [5, 6]}, resources={"num_cpus": 2}, evaluate="none"
+        tmp_path, overrides=longer, axes={"run.seed": [5, 6]}, resources={"num_cpus": 2}, evaluate="none"
     )
     out = tmp_path / "sw"
     runs = [out / "tiny__seed5", out / "tiny__seed6"]
@@ -233,7 +236,7 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
     script = [sys.executable, str(REPO / "scripts" / "sweep.py"), str(path)]
     cmd = [*script, "--sweep-dir", str(out), "--refresh", "1", "--address", address]
     driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # a bound for a hung driver, not a timing (a loaded CI machine is slow)
     while not any(list_checkpoints(run / "checkpoints") for run in runs):  # a run past its first checkpoint
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
         time.sleep(0.1)
@@ -245,9 +248,9 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
 
     trained, waited = sorted(runs, key=lambda run: not (run / "checkpoints").is_dir())
     progress, (step, newest) = read_progress(trained), list_checkpoints(trained / "checkpoints")[-1]
-    assert progress["status"] == "SIGINT" and progress["step"] == step < 800  # a checkpoint at the step it stopped
-    assert checkpoint_problem(newest, CHECKPOINT_FORMAT) is None and run_state(trained, 800) == "resume"
-    assert run_state(waited, 800) == "new"
+    assert progress["status"] == "SIGINT" and progress["step"] == step < 3000  # a checkpoint at the step it stopped
+    assert checkpoint_problem(newest, CHECKPOINT_FORMAT) is None and run_state(trained, 3000) == "resume"
+    assert run_state(waited, 3000) == "new"
     assert (
         f"{trained.name}: resume (stopped at step {step})" in stdout and f"{waited.name}: new (not started)" in stdout
     )
@@ -257,4 +260,4 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
     assert lines[0].endswith("1 new, 1 to resume, 0 done")
     assert [(a["action"], a["from_step"]) for a in read_progress(trained)["attempts"]] == [("new", 0), ("resume", step)]
     assert [(a["action"], a["from_step"]) for a in read_progress(waited)["attempts"]] == [("new", 0)]
-    assert all(list_checkpoints(run / "checkpoints")[-1][0] == 800 for run in runs)
+    assert all(list_checkpoints(run / "checkpoints")[-1][0] == 3000 for run in runs)
