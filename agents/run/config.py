@@ -38,10 +38,10 @@ class RunConfig:
     keep_checkpoints: int = 0  # newest periodic checkpoints kept (0: keep all); segment-end ones are always kept
     save_replay: bool = False  # also save the replay buffers with each checkpoint (large)
     progress_bar: bool = True  # show a progress bar over the whole sequence
-    # torch intra-op CPU threads (0: torch's default, one per core). 1 because on this project's 2-core machine one
-    # thread was faster in every case measured, and several times faster when other jobs share the cores: torch's
-    # threads wait on each other's turn (docs/SPEED.md, "Torch threads"; scripts/bench_threads.py). Raise it on a
-    # many-core machine of your own or for a wider network.
+    # torch intra-op CPU threads (0: torch's default, one per core). 1 because on this project's 2-core machine two
+    # threads gain 29% on an idle machine's Nature-CNN step (nothing on MinAtar) but cost 1.5–42× whenever other
+    # jobs share the cores: torch's threads wait on each other's turn (docs/SPEED.md, "Torch threads";
+    # scripts/bench_threads.py). Raise it on a many-core machine of your own or for a wider network.
     threads: int = 1
 
     def __post_init__(self) -> None:
