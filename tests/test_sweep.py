@@ -235,7 +235,16 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
     address = local_ray.get_runtime_context().gcs_address
     script = [sys.executable, str(REPO / "scripts" / "sweep.py"), str(path)]
     cmd = [*script, "--sweep-dir", str(out), "--refresh", "1", "--address", address]
-    driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the driver: a test run started in the background (nohup, a CI runner) ignores it, and
+    # the driver would inherit that, as a terminal's foreground job does not
+    driver = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 600  # a bound for a hung driver, not a timing (a loaded CI machine is slow)
     while not any(list_checkpoints(run / "checkpoints") for run in runs):  # a run past its first checkpoint
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
