@@ -81,9 +81,9 @@ Cost: an image stream costs ~11 µs per Atari agent step (under 1% of the ALE's)
 this 2-core machine shared with other jobs (load ≈ 5–6), 6.5–10.6 µs per MinAtar agent step on mixed streams and
 9.2 µs in a long stay in Breakout, whose ~9-step episodes each end a window; MinAtar's own step is 58–169 µs of CPU,
 so the cost is 4.9–10.0% on mixed streams and 13.7% in Breakout, 2–4% in the other long stays
-(``scripts/bench_task_inference.py --only minatar``). The kernels compile once per process when the first
-``FlatFMN`` is built, not during an agent step: ~6 s of CPU here the first time, ~0.7 s once numba has cached them
-(in ``cl_rl/__pycache__``); image streams pay it too.
+(``scripts/bench_task_inference.py --only minatar``). The kernels compile once per process at the first grid
+observation (not later, inside a decision window): ~6 s of CPU here the first time, ~0.7 s once numba has cached
+them (in ``cl_rl/__pycache__``); image streams never compile them.
 """
 
 from __future__ import annotations
@@ -322,8 +322,9 @@ def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
 
 
 def _warm_kernels() -> None:
-    """Compile (or load from numba's cache) the grid kernels for MinAtar's uint8 grids, once per process: called when
-    a ``FlatFMN`` is built, so the one-off cost (~6 s of CPU compiling, ~0.7 s loading) is not an agent step's."""
+    """Compile (or load from numba's cache) the grid kernels for MinAtar's uint8 grids, once per process: called at
+    the first grid observation, so Atari runs never pay it and a grid run pays it once (~6 s of CPU compiling,
+    ~0.7 s loading), not in the middle of a decision window."""
     global _WARM
     if _WARM:
         return
@@ -348,7 +349,6 @@ class FlatFMN:
 
     def __init__(self, settings: FMNSettings | None = None) -> None:
         self.settings = settings or FMNSettings()
-        _warm_kernels()
         self.levels = 0  # set by the first observation (8 for images, 2 for grids)
         self.counts = np.zeros((0, 0, 0), dtype=np.float32)  # c_k[p, v], one row per task
         self.totals = np.zeros(0, dtype=np.float64)  # n_k
@@ -425,6 +425,8 @@ class FlatFMN:
                 f"models have {self.counts.shape[1]} × {self.counts.shape[2]}: one task source serves one kind of game"
             )
         self._grid, self._shape = is_grid(observation, self.settings), observation.shape
+        if self._grid:
+            _warm_kernels()
         self._every = self.settings.grid_update_every if self._grid else self.settings.update_every
         dtype = observation.dtype if self._grid else np.uint8  # a grid frame is kept as it comes (a cheap copy)
         if self._frames.shape != (self.settings.window, x.size) or self._frames.dtype != dtype:
