@@ -321,7 +321,7 @@ def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
     return grew
 
 
-def _warm_kernels() -> None:
+def warm_grid_kernels() -> None:
     """Compile (or load from numba's cache) the grid kernels for MinAtar's uint8 grids, once per process: called at
     the first grid observation, so Atari runs never pay it and a grid run pays it once (~6 s of CPU compiling,
     ~0.7 s loading), not in the middle of a decision window."""
@@ -331,9 +331,11 @@ def _warm_kernels() -> None:
     _WARM = True
     frames, counts = np.zeros((2, 4), np.uint8), np.zeros((1, 4, 2), np.float32)
     on = _count_on(frames, 1)
-    model = (counts, np.zeros(1, np.float32), np.zeros((1, 2)), 0.01, 1.0)
     weights = np.zeros(2, np.float32)
-    _binary_window_scores(frames, 1, np.zeros(4, bool), model, np.zeros(2, np.float32), weights, weights)
+    # the window's run totals are a column of a (tasks, window) array: contiguous for one task, strided for more
+    for totals in (np.zeros(1, np.float32), np.zeros((2, 2), np.float32)[:, 0]):
+        model = (counts, totals, np.zeros((1, 2)), 0.01, 1.0)
+        _binary_window_scores(frames, 1, np.zeros(4, bool), model, np.zeros(2, np.float32), weights, weights)
     _absorb_binary(on, 1, counts[0], np.zeros(4, bool), 1.0, 1.0, 1.0, np.zeros(2))
 
 
@@ -426,7 +428,7 @@ class FlatFMN:
             )
         self._grid, self._shape = is_grid(observation, self.settings), observation.shape
         if self._grid:
-            _warm_kernels()
+            warm_grid_kernels()
         self._every = self.settings.grid_update_every if self._grid else self.settings.update_every
         dtype = observation.dtype if self._grid else np.uint8  # a grid frame is kept as it comes (a cheap copy)
         if self._frames.shape != (self.settings.window, x.size) or self._frames.dtype != dtype:
