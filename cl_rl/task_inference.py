@@ -357,7 +357,6 @@ class FlatFMN:
         self.current = 0
         self.steps_in_episode = 0
         self._frames = np.zeros((0, 0), np.uint8)  # the open window's frames, one row each: image features, raw grids
-        self._grid_frames = self._frames  # grids: ``_frames`` as frames of the observations' shape
         self._n_frames = 0  # frames in the open window (0: no decision open)
         self._deciding = False  # the open window has not decided the episode's task yet
         self._window_open = False  # the episode's first ``window`` model frames are still being collected
@@ -436,7 +435,6 @@ class FlatFMN:
             if self._n_frames:  # a window loaded from a state
                 frames[: self._n_frames] = self._frames[: self._n_frames]
             self._frames = frames
-        self._grid_frames = self._frames.reshape(len(self._frames), *observation.shape) if self._grid else self._frames
         return self._every
 
     # --- the decision window --------------------------------------------------------------------------------------
@@ -446,7 +444,9 @@ class FlatFMN:
         if observation.shape != self._shape:
             self._set_kind(observation)
         if self._grid:  # copied as it is; a cell is on where > 0 (``_binary_window_scores``)
-            self._grid_frames[self._n_frames] = observation
+            # No reshaped view of ``_frames`` is kept for this: a deep copy or a pickle (the periodic evaluation's
+            # task source, a checkpoint) would turn it into a second array that the window's scores never read.
+            self._frames[self._n_frames] = observation.reshape(-1)
         else:
             self._frames[self._n_frames] = frame_features(observation, self.settings)[0]
             if self.levels > 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import pickle
 
@@ -158,6 +159,28 @@ def test_task_state_round_trips_through_a_checkpoint_mid_stream():
     assert [by_state.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
     assert [by_pickle.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
     assert expected[-1] == 1
+
+
+def test_grid_task_state_survives_pickle_and_deepcopy_mid_stream():
+    # MinAtar grids: a checkpoint (pickle) and the periodic evaluation's copy (deepcopy) must decide as the original.
+    # A reshaped view of the window buffer once became a separate array in both, so their windows scored stale
+    # frames and every evaluated game took the current task.
+    games = [("MinAtar/Breakout", 1500, 0), ("MinAtar/SpaceInvaders", 900, 1), ("MinAtar/Breakout", 600, 2)]
+    frames = np.concatenate([_recorded(g, n, seed)[0] for g, n, seed in games])
+    starts = np.concatenate([_recorded(g, n, seed)[1] for g, n, seed in games])
+    fmn = FlatFMN()
+    cut = 1500 + 903  # inside a SpaceInvaders decision window
+    for f, s in zip(frames[:cut], starts[:cut], strict=True):
+        fmn.observe(f, None, episode_start=bool(s))
+    assert fmn.current == 1 and fmn._n_frames  # SpaceInvaders' task, really mid-window
+    by_state = FlatFMN()
+    by_state.load_state_dict(fmn.state_dict())
+    copies = [by_state, pickle.loads(pickle.dumps(fmn)), copy.deepcopy(fmn)]
+    rest = list(zip(frames[cut:], starts[cut:], strict=True))
+    expected = [fmn.observe(f, None, episode_start=bool(s)) for f, s in rest]
+    for other in copies:
+        assert [other.observe(f, None, episode_start=bool(s)) for f, s in rest] == expected
+    assert expected[-1] == 0  # Breakout found again
 
 
 def test_minatar_games_with_equal_channel_counts_are_told_apart_and_found_again():
