@@ -38,7 +38,8 @@ from envs.games import UnknownGameError
 def _print_run(result: VariantResult) -> None:
     notes = " ".join(f"{k}={v:g}" for k, v in result.notes.items())
     print(
-        f"  {result.name:<17} {result.steps_per_s:7.1f} steps/s  peak RSS {result.peak_rss / 2**20:6.0f} MiB  {notes}",
+        f"  {result.name:<17} {result.steps_per_s:7.1f} steps/s ({result.cpu_steps_per_s:7.1f} per CPU s)  "
+        f"peak RSS {result.peak_rss / 2**20:6.0f} MiB  {notes}",
         flush=True,
     )
 
