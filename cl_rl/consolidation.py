@@ -125,7 +125,7 @@ class QuadraticPenalty:
             return False
         # One multi-tensor kernel per operation instead of one kernel per parameter: the same elementwise operations
         # in the same order, so the same bits as a loop over the parameters.
-        params = [self.params[name] for name in merged]
+        params: list[torch.Tensor] = [self.params[name] for name in merged]
         scaled, references, offsets = zip(*merged.values(), strict=True)
         steps = torch._foreach_sub(params, list(references))
         if offsets[0] is not None:  # all or none: several anchors or one
