@@ -52,6 +52,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env as sb3_make_atari_env
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn import functional as F
 
@@ -573,4 +574,46 @@ def time_update_levers(network: str = "nature", repeats: int = 5, iters: int = 1
             for _ in range(iters):
                 run()
             times[name].append((time.perf_counter() - started) / iters * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# --- the operators' own time --------------------------------------------------------------------------------------
+def time_bare_steps(repeats: int = 3, iters: int = 300, seed: int = 0) -> dict[str, float]:
+    """CPU ms of one MinAtar agent step's network work alone: a batch-1 act forward and one DQN update of 32 (target
+    and online forwards, Huber loss, backward, clipping, Adam), in a bare loop without env, replay or RL loop.
+
+    ``this agent``: the ``minatar`` network with per-task gains and fused Adam; ``sb3``: ``MinAtarCNN`` in SB3's
+    ``DQNPolicy`` with its default (single-tensor) Adam. What a step of either agent costs beyond these is Python
+    and the env; the ratio of the two bounds what removing that Python could give (docs/SPEED.md).
+    """
+    th.manual_seed(seed)
+    space, actions_space = spaces.Box(0, 255, (10, 10, 10), np.uint8), spaces.Discrete(6)
+    ours = ContinualDQNPolicy(space, actions_space, lambda _: 1e-4, network="minatar", optimizer_kwargs={"fused": True})
+    ours.add_task()
+    ours.set_task(0)
+    sb3 = DQNPolicy(space, actions_space, lambda _: 1e-4, features_extractor_class=MinAtarCNN, net_arch=[])
+    obs, next_obs = (th.randint(0, 2, (32, 10, 10, 10), dtype=th.uint8) * 255 for _ in range(2))
+    acts, rewards, dones = th.randint(0, 6, (32, 1)), th.rand(32, 1), th.zeros(32, 1)
+    one = obs[:1]
+
+    def step(policy: DQNPolicy) -> None:
+        with th.inference_mode():
+            policy.q_net(one).argmax(dim=1).cpu()
+        with th.no_grad():
+            target = rewards + (1 - dones) * 0.99 * policy.q_net_target(next_obs).max(dim=1, keepdim=True)[0]
+        loss = F.smooth_l1_loss(policy.q_net(obs).gather(1, acts), target)
+        policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), 10.0)
+        policy.optimizer.step()
+
+    times: dict[str, list[float]] = {"this agent": [], "sb3": []}
+    for _ in range(repeats):
+        for name, policy in (("this agent", ours), ("sb3", sb3)):
+            for _ in range(20):
+                step(policy)
+            started = time.process_time()
+            for _ in range(iters):
+                step(policy)
+            times[name].append((time.process_time() - started) / iters * 1e3)
     return {name: float(np.median(t)) for name, t in times.items()}
