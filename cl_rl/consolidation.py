@@ -121,17 +121,24 @@ class QuadraticPenalty:
     def add_gradient(self, current_task: int) -> bool:
         """Add the penalty's gradient λA ⊙ (θ − θ̄) to every parameter's ``.grad``; False when no anchor is active."""
         merged = self.merged(current_task)
-        for name, (scaled, reference, offset) in merged.items():
-            param = self.params[name]
-            step = torch.sub(param, reference)
-            if offset is not None:
-                step.sub_(offset)
-            step.mul_(scaled)
+        if not merged:
+            return False
+        # One multi-tensor kernel per operation instead of one kernel per parameter: the same elementwise operations
+        # in the same order, so the same bits as a loop over the parameters.
+        params: list[torch.Tensor] = [self.params[name] for name in merged]
+        scaled, references, offsets = zip(*merged.values(), strict=True)
+        steps = torch._foreach_sub(params, list(references))
+        if offsets[0] is not None:  # all or none: several anchors or one
+            torch._foreach_sub_(steps, list(offsets))
+        torch._foreach_mul_(steps, list(scaled))
+        held = [(p.grad, step) for p, step in zip(params, steps, strict=True) if p.grad is not None]
+        for param, step in zip(params, steps, strict=True):
             if param.grad is None:
                 param.grad = step
-            else:
-                param.grad.add_(step)
-        return bool(merged)
+        if held:
+            grads, added = zip(*held, strict=True)
+            torch._foreach_add_(list(grads), list(added))
+        return True
 
     def on_task_switch(self, left_task: int, entered_task: int) -> dict[str, float | torch.Tensor]:
         """Store (θ*, importance) for ``left_task``; returns statistics of the new importance to log."""

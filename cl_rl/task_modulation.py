@@ -51,7 +51,7 @@ class TaskAffine(nn.Module):
         return [gain, bias]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not 0 <= self.active < self.n_tasks:
+        if not 0 <= self.active < len(self.gains):  # not self.n_tasks: a property call per layer and forward
             raise RuntimeError(f"TaskAffine has {self.n_tasks} task(s) but the active task is {self.active}")
         return torch.addcmul(self.biases[self.active], x, self.gains[self.active])
 

@@ -9,6 +9,7 @@ ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
     python scripts/bench_speed.py [--steps 1000] [--repeats 3] [--game Pong] [--warmup 200] [--threads 2]
     python scripts/bench_speed.py --minatar --variants sb3,plain,full    # MinAtar network, one update per step
     python scripts/bench_speed.py --minatar --n-envs 1,2,4,8             # several envs, same updates per transition
+    python scripts/bench_speed.py --bare --threads 1                    # CPU ms of a MinAtar step's network work alone
 
 The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
 it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
@@ -30,6 +31,7 @@ from agents.bench.speed_benchmark import (
     format_n_envs_report,
     format_report,
     run_benchmark,
+    time_bare_steps,
     time_update_levers,
 )
 from envs.games import UnknownGameError
@@ -38,7 +40,8 @@ from envs.games import UnknownGameError
 def _print_run(result: VariantResult) -> None:
     notes = " ".join(f"{k}={v:g}" for k, v in result.notes.items())
     print(
-        f"  {result.name:<17} {result.steps_per_s:7.1f} steps/s  peak RSS {result.peak_rss / 2**20:6.0f} MiB  {notes}",
+        f"  {result.name:<17} {result.steps_per_s:7.1f} steps/s ({result.cpu_steps_per_s:7.1f} per CPU s)  "
+        f"peak RSS {result.peak_rss / 2**20:6.0f} MiB  {notes}",
         flush=True,
     )
 
@@ -110,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: ms per update with each lever on or off (Adam kinds, EWC autograd/closed form, joint forward)",
     )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="instead: CPU ms of one MinAtar step's network work alone (act + update), this agent's and SB3's",
+    )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
     parser.add_argument(
         "--n-envs",
@@ -150,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ms per update, {settings.network} network, batch 32, torch threads {torch.get_num_threads()}:")
         for name, ms in time_update_levers(settings.network).items():
             print(f"  {name:<45} {ms:8.2f}")
+        return 0
+    if args.bare:
+        print(f"CPU ms per MinAtar step, network work alone (act + update), torch threads {torch.get_num_threads()}:")
+        for name, ms in time_bare_steps(args.repeats).items():
+            print(f"  {name:<12} {ms:8.2f}")
         return 0
     print(
         f"{settings.game}, seed {settings.seed}: {settings.steps} timed agent steps per run after "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,53 @@ def test_closed_form_ewc_update_gives_autograds_loss_and_gradients(ewc_anchored)
     assert plain[2].keys() == fast[2].keys()
     for name in plain[2]:  # one anchor: bit for bit (tests/test_consolidation.py: within 1e-6 with several)
         assert torch.equal(plain[2][name], fast[2][name]), name
+
+
+def test_lean_update_gives_sb3s_path_loss_gradients_and_step_bit_for_bit(ewc_anchored):
+    """One ``train`` update on the lean path (lean forward, cached clip list, Adam over the groups with gradients)
+    against the same update on the plain path (SB3's forward, forced by a no-op hook; clipping over
+    ``policy.parameters()``; Adam over every group): loss, gradients, new weights and Adam's state, bit for bit."""
+    model = ewc_anchored
+    optimizer = model.policy.optimizer
+    assert model.current_task == 1 and len(optimizer.param_groups) == 3  # shared + two tasks' gains and biases
+    weights = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
+    adam_state = copy.deepcopy(optimizer.state_dict())
+
+    def update(plain: bool):
+        for name, p in model.policy.named_parameters():
+            p.data.copy_(weights[name])
+        optimizer.load_state_dict(copy.deepcopy(adam_state))
+        np.random.seed(3)  # the same minibatch
+        hooks = []
+        if plain:
+            hooks = [model.q_net.q_net[0].register_forward_hook(lambda *_: None)]
+            model._clipped_parameters = model.policy.parameters  # as before the lean path
+            model._optimizer_step = optimizer.step
+        try:
+            model.train(gradient_steps=1, batch_size=32)
+        finally:
+            for h in hooks:
+                h.remove()
+            vars(model).pop("_clipped_parameters", None)
+            vars(model).pop("_optimizer_step", None)
+        q_params = dict(model.q_net.named_parameters())
+        return (
+            model.logger.name_to_value["train/loss"],
+            {n: p.grad.clone() for n, p in q_params.items() if p.grad is not None},
+            {n: p.detach().clone() for n, p in q_params.items()},
+            optimizer.state_dict()["state"],
+        )
+
+    lean, plain = update(plain=False), update(plain=True)
+    assert lean[0] == plain[0] > 0
+    assert lean[1].keys() == plain[1].keys() and any("gains.1" in n for n in lean[1])
+    assert not any("gains.0" in n or "biases.0" in n for n in lean[1])  # task 0 is not trained now
+    for name in plain[1]:
+        assert torch.equal(lean[1][name], plain[1][name]), name
+    for name in plain[2]:
+        assert torch.equal(lean[2][name], plain[2][name]), name
+        assert not name.endswith(".gains.1") or not torch.equal(lean[2][name], weights[f"q_net.{name}"]), name
+    assert lean[3].keys() == plain[3].keys()
+    for index, state in plain[3].items():
+        for key, value in state.items():
+            assert torch.equal(lean[3][index][key], value), (index, key)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from stable_baselines3.dqn.policies import QNetwork
 
 from agents.sb3.networks import NETWORK_FAMILY, TaskModulatedCNN
 from agents.sb3.policy import ContinualDQNPolicy
@@ -73,3 +74,54 @@ def test_atari_torsos_and_minatar_torso_name_their_family():
     atari = TaskModulatedCNN(spaces.Box(0, 255, (4, 84, 84), np.uint8), network="nature")
     assert atari.features_dim == 512
     assert TaskModulatedCNN(GRIDS, network="minatar").features_dim == 128
+
+
+@pytest.mark.parametrize("network", ["minatar", "nature"])
+def test_lean_forward_gives_sb3s_q_values_and_gradients_bit_for_bit(network):
+    """The lean forward (no preprocess_obs checks, no Module.__call__ per layer) against QNetwork.forward."""
+    torch.manual_seed(0)
+    shape, n_actions = (OBSERVATION_SHAPE, N_ACTIONS) if network == "minatar" else ((4, 84, 84), 18)
+    space = spaces.Box(0, 255, shape, np.uint8)
+    policy = ContinualDQNPolicy(space, spaces.Discrete(n_actions), lambda _: 1e-4, network=network)
+    for _ in range(3):
+        policy.add_task()
+    policy.set_task(1)
+    with torch.no_grad():  # task 1's gains and biases away from (1, 0), so that they matter
+        for layer in task_affine_layers(policy.q_net):
+            layer.gains[1].uniform_(0.5, 1.5)
+            layer.biases[1].uniform_(-0.1, 0.1)
+    net, obs = policy.q_net, torch.randint(0, 256, (7, *shape), dtype=torch.uint8)
+    weights = torch.randn(7, n_actions)
+
+    def q_and_gradients(forward):
+        net.zero_grad(set_to_none=True)
+        q = forward(obs)
+        (q * weights).sum().backward()
+        return q.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    assert net.lean_layers is not None and not net.hooked()
+    lean_q, lean_grads = q_and_gradients(net)
+    sb3_q, sb3_grads = q_and_gradients(lambda x: QNetwork.forward(net, x))
+    assert torch.equal(lean_q, sb3_q)
+    affine = task_affine_layers(net)
+    assert lean_grads.keys() == sb3_grads.keys()
+    assert len(lean_grads) == len(list(net.parameters())) - 2 * len(affine) * 2  # all but tasks 0 and 2's
+    for name in lean_grads:
+        assert torch.equal(lean_grads[name], sb3_grads[name]), name
+    with torch.inference_mode():  # the act path: batch 1, inference mode
+        assert torch.equal(net(obs[:1]), QNetwork.forward(net, obs[:1]))
+
+
+def test_a_hooked_layer_takes_sb3s_path_so_its_hook_runs():
+    policy = minatar_policy()
+    calls = []
+    layer = task_affine_layers(policy.q_net)[1]
+    handle = layer.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    obs = torch.zeros(2, *OBSERVATION_SHAPE, dtype=torch.uint8)
+    assert policy.q_net.hooked()
+    policy.q_net(obs)
+    assert calls == [torch.Size([2, 128])]
+    handle.remove()
+    assert not policy.q_net.hooked()
+    policy.q_net(obs)
+    assert len(calls) == 1  # the lean path: no hook left to run

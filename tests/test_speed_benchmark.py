@@ -16,6 +16,7 @@ from agents.bench.speed_benchmark import (
     agent_config,
     ewc_protocol_bytes,
     setup_games,
+    time_bare_steps,
     time_update_levers,
 )
 from agents.sb3.networks import TaskModulatedCNN
@@ -132,3 +133,8 @@ def test_update_levers_time_every_variant() -> None:
     times = time_update_levers("nature", repeats=1, iters=1)
     assert len(times) == 8 and all(ms > 0 for ms in times.values())
     assert {"Adam fused", "fused + EWC 8 anchors, autograd", "fused + EWC 8 anchors, closed form"} <= set(times)
+
+
+def test_bare_steps_time_both_networks():
+    times = time_bare_steps(repeats=1, iters=2)
+    assert set(times) == {"this agent", "sb3"} and all(0 < ms < 10_000 for ms in times.values())

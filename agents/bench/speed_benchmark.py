@@ -52,6 +52,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env as sb3_make_atari_env
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn import functional as F
 
@@ -150,6 +151,7 @@ class VariantResult:
     rss_before: int  # bytes resident when the variant started
     replay_bytes_per_transition: float  # bytes the timed task's buffer allocated per transition it can hold
     notes: dict[str, float] = field(default_factory=dict)
+    cpu_steps_per_s: float = math.nan  # steps per second of this process's CPU time: less sensitive to other jobs
 
 
 # --- memory -------------------------------------------------------------------------------------------------------
@@ -189,13 +191,16 @@ class Stopwatch(BaseCallback):
     """Times agent steps ``start`` to ``start + steps`` (global step numbers) and then stops ``learn``.
 
     The clock starts right after step ``start`` is taken, so the span holds ``steps`` env steps and, with ``start``
-    and ``steps`` multiples of ``train_freq``, exactly ``steps / train_freq`` updates.
+    and ``steps`` multiples of ``train_freq``, exactly ``steps / train_freq`` updates. It reads wall-clock time and
+    the process's CPU time: on a machine shared with other jobs the second varies much less between runs (with one
+    torch thread and envs in the process, it is the time the process itself computed).
     """
 
     def __init__(self, start: int, steps: int, on_start: Callable[[BaseAlgorithm], None] | None = None) -> None:
         super().__init__()
         self.start, self.steps, self.on_start = start, steps, on_start
         self.started = self.stopped = 0.0
+        self.cpu_started = self.cpu_stopped = 0.0
         self.updates = 0  # updates (gradient steps) taken inside the timed span
 
     def _on_step(self) -> bool:
@@ -204,8 +209,10 @@ class Stopwatch(BaseCallback):
                 self.on_start(self.model)
             self.updates = -self.model._n_updates
             self.started = time.perf_counter()
+            self.cpu_started = time.process_time()
         elif self.num_timesteps == self.start + self.steps:
             self.stopped = time.perf_counter()
+            self.cpu_stopped = time.process_time()
             self.updates += self.model._n_updates
             return False
         return True
@@ -215,8 +222,14 @@ class Stopwatch(BaseCallback):
         assert self.stopped > self.started > 0, "the timed span never ended: learn() stopped before it"
         return self.steps / (self.stopped - self.started)
 
+    @property
+    def cpu_steps_per_s(self) -> float:
+        assert self.stopped > self.started > 0, "the timed span never ended: learn() stopped before it"
+        return self.steps / max(self.cpu_stopped - self.cpu_started, 1e-9)
 
-def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> float:
+
+def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> tuple[float, float]:
+    """Agent steps per second of wall-clock time and of CPU time over the timed span."""
     steps = s.aligned(s.steps)
     watch = Stopwatch(start, steps, on_start)
     model.learn(start + steps + s.period, callback=watch, log_interval=1_000_000, progress_bar=False)
@@ -225,7 +238,7 @@ def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=No
             f"{type(model).__name__}: the timed span of {steps} agent steps held {watch.updates} updates, not "
             f"{steps // s.train_freq}: raise warmup (the task inference's delay costs n_envs transitions a step)"
         )
-    return watch.steps_per_s
+    return watch.steps_per_s, watch.cpu_steps_per_s
 
 
 # --- the variants -------------------------------------------------------------------------------------------------
@@ -273,8 +286,9 @@ def _sb3_env(s: BenchSettings) -> VecEnv:
     return VecFrameStack(env, n_stack=4)
 
 
-def run_sb3(s: BenchSettings) -> tuple[float, float]:
-    """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; (steps/s, replay bytes per transition)."""
+def run_sb3(s: BenchSettings) -> tuple[tuple[float, float], float]:
+    """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; ((wall, CPU) steps/s, replay bytes per
+    transition)."""
     env = _sb3_env(s)
     minatar = {"features_extractor_class": MinAtarCNN, "net_arch": []} if s.minatar else None
     train_freq, gradient_steps = vector_train_schedule(s.train_freq, 1, s.n_envs)
@@ -298,9 +312,9 @@ def run_sb3(s: BenchSettings) -> tuple[float, float]:
         device=s.device,
     )
     try:
-        rate = _timed_learn(model, s.first_timed_step, s)
+        rates = _timed_learn(model, s.first_timed_step, s)
         assert model.replay_buffer is not None  # DQN makes its buffer in __init__
-        return rate, buffer_nbytes(model.replay_buffer) / s.buffer_size
+        return rates, buffer_nbytes(model.replay_buffer) / s.buffer_size
     finally:
         env.close()
 
@@ -361,17 +375,17 @@ def _require_anchors(model: BaseAlgorithm, anchors: int) -> None:
 
 def run_agent(
     s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2
-) -> tuple[float, float, dict[str, float]]:
-    """This agent (plain or full); (steps/s, replay bytes per transition, notes on tasks and anchors)."""
+) -> tuple[tuple[float, float], float, dict[str, float]]:
+    """This agent (plain or full); ((wall, CPU) steps/s, replay bytes per transition, notes on tasks and anchors)."""
     config = agent_config(s, full, replay, anchors)
     _, env = make_stream(config, config.sequence.build())
     model = make_agent(config, env)
     start = (len(setup_games(s, anchors)) * s.aligned(s.setup_steps) if full else 0) + s.first_timed_step
     try:
         check = functools.partial(_require_anchors, anchors=anchors) if full else None
-        rate = _timed_learn(model, start, s, on_start=check)
+        rates = _timed_learn(model, start, s, on_start=check)
         notes = {"tasks": float(model.n_tasks_created), "anchors": float(active_anchors(model))}
-        return rate, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
+        return rates, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
     finally:
         env.close()
 
@@ -383,18 +397,18 @@ def run_variant(name: str, s: BenchSettings) -> VariantResult:
     before = current_rss()
     notes: dict[str, float] = {}
     if name == "sb3":
-        rate, per_transition = run_sb3(s)
+        rates, per_transition = run_sb3(s)
     elif name == "plain":
-        rate, per_transition, notes = run_agent(s, full=False)
+        rates, per_transition, notes = run_agent(s, full=False)
     elif name == "plain_sb3_replay":
-        rate, per_transition, notes = run_agent(s, full=False, replay="sb3")
+        rates, per_transition, notes = run_agent(s, full=False, replay="sb3")
     elif name == "full":
-        rate, per_transition, notes = run_agent(s, full=True)
+        rates, per_transition, notes = run_agent(s, full=True)
     elif name == "full8":
-        rate, per_transition, notes = run_agent(s, full=True, anchors=8)
+        rates, per_transition, notes = run_agent(s, full=True, anchors=8)
     else:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-    result = VariantResult(name, rate, peak_rss(), before, per_transition, notes)
+    result = VariantResult(name, rates[0], peak_rss(), before, per_transition, notes, rates[1])
     gc.collect()
     return result
 
@@ -418,6 +432,10 @@ def median_rate(runs: list[VariantResult]) -> float:
     return float(np.median([r.steps_per_s for r in runs]))
 
 
+def median_cpu_rate(runs: list[VariantResult]) -> float:
+    return float(np.median([r.cpu_steps_per_s for r in runs]))
+
+
 def ewc_protocol_bytes(replay: str) -> int:
     """Replay memory of the EWC paper's protocol (10 tasks × 50k transitions) with ``replay`` buffers."""
     tasks, size = EWC_PROTOCOL
@@ -434,15 +452,17 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
     lines = [f"torch threads: {threads}; load average at the end (1, 5, 15 min): {load}", ""]
     lines.append(
         f"{'variant':<17} {'steps/s (median)':>16} {'runs':>24} {'vs sb3':>7} {'peak RSS MiB':>12} {'(+MiB)':>7} "
-        f"{'B/transition':>12}"
+        f"{'B/transition':>12} {'CPU steps/s':>11} {'vs sb3':>7}"
     )
+    cpu_base = median_cpu_rate(results["sb3"])
     for name, runs in results.items():
         rates = ", ".join(f"{r.steps_per_s:.1f}" for r in runs)
         peak = max(r.peak_rss for r in runs) / mib
         growth = max(r.peak_rss - r.rss_before for r in runs) / mib
         lines.append(
             f"{name:<17} {median_rate(runs):>16.1f} {rates:>24} {median_rate(runs) / base:>6.2f}x "
-            f"{peak:>12.0f} {growth:>+7.0f} {runs[0].replay_bytes_per_transition:>12,.0f}"
+            f"{peak:>12.0f} {growth:>+7.0f} {runs[0].replay_bytes_per_transition:>12,.0f} "
+            f"{median_cpu_rate(runs):>11.1f} {median_cpu_rate(runs) / cpu_base:>6.2f}x"
         )
     lines.append("")
     tasks, size = EWC_PROTOCOL
@@ -455,6 +475,10 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
     peak = max(r.peak_rss for runs in results.values() for r in runs)
     lines.append(f"peak RSS of any variant: {peak / mib:.0f} MiB (+MiB: above the RSS at the variant's start)")
     full, plain = median_rate(results["full"]), median_rate(results["plain"])
+    cpu_full, cpu_plain = median_cpu_rate(results["full"]), median_cpu_rate(results["plain"])
+    lines.append(
+        f"per CPU second: ratio_full_vs_sb3={cpu_full / cpu_base:.3f} ratio_plain_vs_sb3={cpu_plain / cpu_base:.3f}"
+    )
     if "full8" in results:
         lines.append(f"ratio_full8_vs_sb3={median_rate(results['full8']) / base:.3f} (eight EWC anchors)")
     lines.append(
@@ -550,4 +574,46 @@ def time_update_levers(network: str = "nature", repeats: int = 5, iters: int = 1
             for _ in range(iters):
                 run()
             times[name].append((time.perf_counter() - started) / iters * 1e3)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# --- the operators' own time --------------------------------------------------------------------------------------
+def time_bare_steps(repeats: int = 3, iters: int = 300, seed: int = 0) -> dict[str, float]:
+    """CPU ms of one MinAtar agent step's network work alone: a batch-1 act forward and one DQN update of 32 (target
+    and online forwards, Huber loss, backward, clipping, Adam), in a bare loop without env, replay or RL loop.
+
+    ``this agent``: the ``minatar`` network with per-task gains and fused Adam; ``sb3``: ``MinAtarCNN`` in SB3's
+    ``DQNPolicy`` with its default (single-tensor) Adam. What a step of either agent costs beyond these is Python
+    and the env; the ratio of the two bounds what removing that Python could give (docs/SPEED.md).
+    """
+    th.manual_seed(seed)
+    space, actions_space = spaces.Box(0, 255, (10, 10, 10), np.uint8), spaces.Discrete(6)
+    ours = ContinualDQNPolicy(space, actions_space, lambda _: 1e-4, network="minatar", optimizer_kwargs={"fused": True})
+    ours.add_task()
+    ours.set_task(0)
+    sb3 = DQNPolicy(space, actions_space, lambda _: 1e-4, features_extractor_class=MinAtarCNN, net_arch=[])
+    obs, next_obs = (th.randint(0, 2, (32, 10, 10, 10), dtype=th.uint8) * 255 for _ in range(2))
+    acts, rewards, dones = th.randint(0, 6, (32, 1)), th.rand(32, 1), th.zeros(32, 1)
+    one = obs[:1]
+
+    def step(policy: DQNPolicy) -> None:
+        with th.inference_mode():
+            policy.q_net(one).argmax(dim=1).cpu()
+        with th.no_grad():
+            target = rewards + (1 - dones) * 0.99 * policy.q_net_target(next_obs).max(dim=1, keepdim=True)[0]
+        loss = F.smooth_l1_loss(policy.q_net(obs).gather(1, acts), target)
+        policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), 10.0)
+        policy.optimizer.step()
+
+    times: dict[str, list[float]] = {"this agent": [], "sb3": []}
+    for _ in range(repeats):
+        for name, policy in (("this agent", ours), ("sb3", sb3)):
+            for _ in range(20):
+                step(policy)
+            started = time.process_time()
+            for _ in range(iters):
+                step(policy)
+            times[name].append((time.process_time() - started) / iters * 1e3)
     return {name: float(np.median(t)) for name, t in times.items()}

@@ -96,12 +96,14 @@ class ContinualDQN(DQN):
         self.current_task = -1
         self.n_tasks_created = 0
         self.task_switches = 0
+        self._clip_cache: tuple[Any, int, list[th.nn.Parameter]] | None = None
         if _init_setup_model:
             self._setup_model()
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _setup_model(self) -> None:
         super()._setup_model()
+        self._clip_cache = None
         modes = (th.nn.modules.batchnorm._BatchNorm, th.nn.Dropout)
         assert not any(isinstance(m, modes) for m in self.policy.modules()), "_act assumes no train/eval difference"
         if not isinstance(self.replay_buffer, PerTaskReplayBuffer):
@@ -133,7 +135,7 @@ class ContinualDQN(DQN):
     def _excluded_save_params(self) -> list[str]:
         # Methods hold references to the live network: they are saved through their state_dict() (`method_state`).
         # The last observation is not saved so that a loaded model starts with a fresh reset of its env.
-        return [*super()._excluded_save_params(), "methods", "_last_obs", "_last_original_obs"]
+        return [*super()._excluded_save_params(), "methods", "_last_obs", "_last_original_obs", "_clip_cache"]
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def _activate(self, task: int) -> None:
@@ -250,18 +252,48 @@ class ContinualDQN(DQN):
                         penalties[f"{m.name}/{key.removeprefix('penalty/')}"] = value
                     else:
                         stats[f"{m.name}/{key}"] = value
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            th.nn.utils.clip_grad_norm_(self._clipped_parameters(), self.max_grad_norm)
+            self._optimizer_step()
             losses.append(loss.detach())
             td_losses.append(td_loss.detach())
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(th.stack(losses).mean()))
-        self.logger.record("train/td_loss", float(th.stack(td_losses).mean()))
+        self.logger.record("train/loss", float(mean(losses)))
+        self.logger.record("train/td_loss", float(mean(td_losses)))
         for name, value in penalties.items():
             self.logger.record(f"train/penalty/{name}", float(value))
         self._record_stats("train", stats)
+
+    def _clipped_parameters(self) -> list[th.nn.Parameter]:
+        """``self.policy.parameters()`` as a list, kept until the policy or its parameter groups change.
+
+        Clipping over it is clipping over ``self.policy.parameters()`` (parameters without a gradient are left out
+        either way); walking the module tree for it at every update cost ~5% of a MinAtar step (docs/SPEED.md).
+        """
+        groups = len(self.policy.optimizer.param_groups)  # add_task adds a group
+        if self._clip_cache is None or self._clip_cache[0] is not self.policy or self._clip_cache[1] != groups:
+            self._clip_cache = (self.policy, groups, list(self.policy.parameters()))
+        return self._clip_cache[2]
+
+    def _optimizer_step(self) -> None:
+        """``optimizer.step()`` over the parameter groups that hold a gradient, when the optimiser is Adam(W).
+
+        The same update: Adam leaves a parameter without a gradient untouched (no state change, no step count), so
+        a group without any is a no-op; but each group costs its own bookkeeping, and every task has one (its gains
+        and biases), while an update trains only the shared group and the current task's.
+        """
+        optimizer = self.policy.optimizer
+        groups = optimizer.param_groups
+        if not isinstance(optimizer, (th.optim.Adam, th.optim.AdamW)):
+            optimizer.step()
+            return
+        stepped = [g for g in groups if any(p.grad is not None for p in g["params"])]
+        optimizer.param_groups = stepped
+        try:
+            optimizer.step()
+        finally:
+            optimizer.param_groups = groups
 
     def _td_loss(self, data: Transitions) -> th.Tensor:
         """Huber loss of Q(s, a) against ``td_target`` under the networks' active task."""
@@ -339,3 +371,8 @@ class ContinualDQN(DQN):
 
     def known_tasks(self) -> list[int]:
         return list(range(self.n_tasks_created))
+
+
+def mean(values: list[th.Tensor]) -> th.Tensor:
+    """The mean of scalar tensors (the one value itself when there is one: ``stack`` and ``mean`` cost more)."""
+    return values[0] if len(values) == 1 else th.stack(values).mean()

@@ -15,9 +15,11 @@ from typing import Literal
 
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from cl_rl.task_modulation import TaskAffine
 
@@ -66,9 +68,52 @@ class TaskModulatedCNN(BaseFeaturesExtractor):
 
 
 class TaskModulatedQNetwork(QNetwork):
-    """SB3 ``QNetwork`` whose output layer also carries per-task gains and biases."""
+    """SB3 ``QNetwork`` whose output layer also carries per-task gains and biases.
+
+    Its forward pass computes what ``QNetwork.forward`` does (``preprocess_obs``, the torso, the Q layer) with the same
+    operators in the same order, so the same bits, but without the per-call work around them: ``preprocess_obs``
+    re-checks the observation space (``is_image_space``: numpy bound checks) at every call, and every layer goes
+    through ``nn.Module.__call__``. With a network as small as MinAtar's that work costs as much as the operators
+    (docs/SPEED.md). The lean path calls each layer's ``forward`` directly, which is what ``__call__`` does when no
+    hook is registered; while any module (or torch globally) has a hook, e.g. VCL's sampled weights, or a module was
+    compiled, the network takes SB3's path.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         n_actions = int(self.action_space.n)
         self.q_net = nn.Sequential(nn.Linear(self.features_dim, n_actions), TaskAffine((n_actions,)))
+        # preprocess_obs's decision for this (fixed) observation space, taken once.
+        self.scale_images = self.normalize_images and is_image_space(self.observation_space)
+        torso = self.features_extractor.net if isinstance(self.features_extractor, TaskModulatedCNN) else None
+        self.lean_layers = None if torso is None else (*torso, *self.q_net)
+        self.watched_modules = tuple(self.modules())[1:]  # its own hooks run in its own __call__
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.lean_layers is None or not isinstance(obs, torch.Tensor) or self.hooked():
+            return super().forward(obs)
+        x = obs.float()
+        if self.scale_images:
+            x = x / 255.0
+        for layer in self.lean_layers:
+            x = layer.forward(x)
+        return x
+
+    def hooked(self) -> bool:
+        """Whether ``nn.Module.__call__`` would do more than call ``forward`` for any of the layers."""
+        if (
+            torch._C._get_tracing_state()
+            or torch_module._global_forward_hooks
+            or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks
+            or torch_module._global_backward_pre_hooks
+        ):
+            return True
+        return any(
+            m._forward_hooks
+            or m._forward_pre_hooks
+            or m._backward_hooks
+            or m._backward_pre_hooks
+            or m._compiled_call_impl is not None
+            for m in self.watched_modules
+        )
