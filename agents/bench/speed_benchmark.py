@@ -488,16 +488,16 @@ def format_n_envs_report(by_n: dict[int, dict[str, list[VariantResult]]]) -> lis
     and each ``<variant>_cpp``'s ratio to ``<variant>`` (C++ vector env against DummyVecEnv)."""
     variants = list(next(iter(by_n.values())))
     twins = [v for v in variants if v.endswith(CPP) and v.removesuffix(CPP) in variants]
-    head = f"{'n_envs':>6} " + " ".join(f"{v + ' steps/s':>15}" for v in variants)
-    head += " " + " ".join(f"{v + '/sb3':>10}" for v in variants if v != "sb3")
-    head += "".join(f" {v + '/' + v.removesuffix(CPP):>16}" for v in twins)
-    lines = [head]
+    rate_heads = [f"{v} steps/s" for v in variants]
+    ratio_heads = [f"{v}/sb3" for v in variants if v != "sb3"] + [f"{v}/{v.removesuffix(CPP)}" for v in twins]
+    widths = [max(15, len(h)) for h in rate_heads] + [max(10, len(h)) for h in ratio_heads]
+    lines = [" ".join(f"{h:>{w}}" for h, w in zip(["n_envs", *rate_heads, *ratio_heads], [6, *widths], strict=True))]
     for n, results in by_n.items():
         rates = {v: median_rate(results[v]) for v in variants}
-        row = f"{n:>6} " + " ".join(f"{rates[v]:>15.1f}" for v in variants)
-        row += " " + " ".join(f"{rates[v] / rates['sb3']:>9.2f}x" for v in variants if v != "sb3")
-        row += "".join(f" {rates[v] / rates[v.removesuffix(CPP)]:>15.2f}x" for v in twins)
-        lines.append(row)
+        cells = [f"{rates[v]:.1f}" for v in variants]
+        cells += [f"{rates[v] / rates['sb3']:.2f}x" for v in variants if v != "sb3"]
+        cells += [f"{rates[v] / rates[v.removesuffix(CPP)]:.2f}x" for v in twins]
+        lines.append(" ".join(f"{c:>{w}}" for c, w in zip([str(n), *cells], [6, *widths], strict=True)))
     return lines
 
 
