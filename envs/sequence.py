@@ -13,7 +13,7 @@ import bisect
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, SupportsFloat
+from typing import Any, ClassVar, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -263,6 +263,24 @@ def per_env_sequence(sequence: GameSequence, n_envs: int) -> GameSequence:
             f"{steps - steps % n_envs + n_envs}"
         )
     return GameSequence(tuple(Segment(s.game, s.steps // n_envs) for s in sequence.segments))
+
+
+class GameStream(Protocol):
+    """What the training driver needs of a sequence played by `n_envs` envs that switch games together.
+
+    `ParallelSequence` (Python envs in SB3's `DummyVecEnv`) and `envs.vector_sequence.AtariSequenceVecEnv` (ale-py's
+    C++ vector env) both are one; steps are agent steps of all envs together.
+    """
+
+    sequence: GameSequence
+    n_envs: int
+
+    @property
+    def steps_done(self) -> int: ...
+
+    def seek(self, step: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ParallelSequence:

@@ -10,6 +10,7 @@ ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
     python scripts/bench_speed.py --minatar --variants sb3,plain,full    # MinAtar network, one update per step
     python scripts/bench_speed.py --minatar --n-envs 1,2,4,8             # several envs, same updates per transition
     python scripts/bench_speed.py --bare --threads 1                    # CPU ms of a MinAtar step's network work alone
+    python scripts/bench_speed.py --n-envs 1,2,4 --vector python,cpp      # this agent also on the C++ vector env
 
 The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
 it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
@@ -25,6 +26,7 @@ import sys
 import torch
 
 from agents.bench.speed_benchmark import (
+    CPP,
     VARIANTS,
     BenchSettings,
     VariantResult,
@@ -33,6 +35,7 @@ from agents.bench.speed_benchmark import (
     run_benchmark,
     time_bare_steps,
     time_update_levers,
+    with_vectors,
 )
 from envs.games import UnknownGameError
 
@@ -125,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated env counts, each run by every variant at the same updates per transition; more than "
         "one prints a table of agent steps/s per n_envs (default: %(default)s)",
     )
+    parser.add_argument(
+        "--vector",
+        default="python",
+        help="comma-separated, from python,cpp: how this agent steps its envs; with cpp each of its variants also runs "
+        f"with agent.vector=cpp (ale-py's C++ AtariVectorEnv; ALE only), named <variant>{CPP} (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         n_envs = [int(n) for n in args.n_envs.split(",") if n.strip()]
@@ -134,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(variants) - set(VARIANTS)
         if unknown or not {"sb3", "plain", "full"} <= set(variants):
             raise ValueError(f"--variants must include sb3, plain and full, from {', '.join(VARIANTS)}; got {variants}")
+        vectors = tuple(v.strip() for v in args.vector.split(",") if v.strip())
+        if "python" not in vectors or set(vectors) - {"python", "cpp"} or ("cpp" in vectors and args.minatar):
+            raise ValueError(
+                f"--vector must be python or python,cpp (the python variants are the reference; cpp for ALE games "
+                f"only), got {args.vector!r}"
+            )
+        variants = with_vectors(variants, vectors)
         if args.repeats < 1 or args.threads < 1:
             raise ValueError(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
         make = BenchSettings.for_minatar if args.minatar else BenchSettings

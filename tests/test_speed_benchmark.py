@@ -15,9 +15,11 @@ from agents.bench.speed_benchmark import (
     Stopwatch,
     agent_config,
     ewc_protocol_bytes,
+    run_variant,
     setup_games,
     time_bare_steps,
     time_update_levers,
+    with_vectors,
 )
 from agents.sb3.networks import TaskModulatedCNN
 from scripts.bench_speed import main
@@ -138,3 +140,21 @@ def test_update_levers_time_every_variant() -> None:
 def test_bare_steps_time_both_networks():
     times = time_bare_steps(repeats=1, iters=2)
     assert set(times) == {"this agent", "sb3"} and all(0 < ms < 10_000 for ms in times.values())
+
+
+def test_cpp_vector_twins_run_this_agent_on_the_cpp_env() -> None:
+    assert with_vectors(("sb3", "plain", "full"), ("python",)) == ("sb3", "plain", "full")
+    twins = with_vectors(("sb3", "plain", "full"), ("python", "cpp"))
+    assert twins == ("sb3", "plain", "plain_cpp", "full", "full_cpp")
+    s = BenchSettings(setup_steps=50, learning_starts=64, buffer_size=500, n_envs=2, vector="cpp")
+    assert agent_config(s, full=True).agent.vector == "cpp" and agent_config(s, full=False).agent.n_envs == 2
+    with pytest.raises(ValueError, match="vector must be python, or cpp for ALE games"):
+        BenchSettings.for_minatar(vector="cpp")
+    assert main(["--vector", "cpp"]) == 2 and main(["--minatar", "--vector", "python,cpp"]) == 2
+
+
+@pytest.mark.slow
+def test_a_cpp_twin_times_this_agent_on_the_cpp_vector_env() -> None:
+    s = BenchSettings(steps=8, warmup=8, learning_starts=64, buffer_size=500, n_envs=2)
+    result = run_variant("plain_cpp", s)
+    assert result.name == "plain_cpp" and result.steps_per_s > 0 and result.notes["tasks"] == 1

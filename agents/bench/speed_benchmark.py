@@ -23,6 +23,10 @@ game in SB3's ``DummyVecEnv`` (this agent through ``agent.n_envs``, all envs swi
 update per ``train_freq`` transitions: ``agents.sb3.vector_schedule.vector_train_schedule`` gives both the same SB3
 ``train_freq`` / ``gradient_steps``. Rates are agent steps (transitions, all envs together) per second.
 
+C++ vector env (``vector``; ``scripts/bench_speed.py --vector python,cpp``): a variant of this agent named with
+``_cpp`` (``plain_cpp``, ``full_cpp``) runs it with ``agent.vector: cpp``, its envs in ale-py's C++ ``AtariVectorEnv``
+(``envs.vector_sequence``) instead of ``DummyVecEnv``; ALE games only.
+
 Only agent steps after ``learning_starts`` + ``warmup`` are timed, so every timed step is a training step with a
 forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed value) and one update every
 ``train_freq`` steps. Peak resident memory is the process's high-water mark, reset before each variant through
@@ -31,6 +35,7 @@ forward pass (ε is fixed at ``epsilon``; the default, 0.01, is the annealed val
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import math
@@ -69,6 +74,7 @@ from cl_rl.task_modulation import shared_parameters
 from envs.games import ale_env_id, canonical_game
 
 VARIANTS = ("sb3", "plain", "plain_sb3_replay", "full", "full8")
+CPP = "_cpp"  # suffix of a variant of this agent run on the C++ vector env (agent.vector: cpp), e.g. plain_cpp
 # Earlier games of the full variants, in order (each must differ from the timed game and be told apart by the FMN).
 SETUP_POOL = ("Breakout", "Freeway", "SpaceInvaders", "Seaquest", "Enduro", "Boxing", "MsPacman", "Asteroids", "Qbert")
 EWC_PROTOCOL = (10, 50_000)  # the EWC paper's Atari protocol: 10 tasks × 50k transitions per task's buffer
@@ -96,6 +102,7 @@ class BenchSettings:
     network: str = "nature"  # this agent's torso (agents.sb3.networks); SB3 gets NatureCNN, or MinAtarCNN for minatar
     task_source: str = "fmn"  # the full variants' task ids: inferred (fmn) or the true game (oracle)
     n_envs: int = 1  # envs stepped side by side (DummyVecEnv) by every variant, at the same updates per transition
+    vector: str = "python"  # how this agent steps its envs (agent.vector): python (DummyVecEnv) or cpp (AtariVectorEnv)
 
     @classmethod
     def for_minatar(cls, **overrides: Any) -> BenchSettings:
@@ -127,6 +134,8 @@ class BenchSettings:
             raise ValueError(f"network {self.network!r} does not fit the game {self.game}: use minatar for MinAtar")
         if self.game in self.setup_games:
             raise ValueError(f"the timed game {self.game} must differ from the set-up games {self.setup_games}")
+        if self.vector not in ("python", "cpp") or (self.vector == "cpp" and self.minatar):
+            raise ValueError(f"vector must be python, or cpp for ALE games (not MinAtar), got {self.vector!r}")
 
     @property
     def period(self) -> int:
@@ -346,6 +355,7 @@ def agent_config(s: BenchSettings, full: bool, replay: str | None = None, anchor
                 "train_freq": s.train_freq,  # per transition: make_agent converts it for n_envs as run_sb3 does
                 "gradient_steps": 1,
                 "n_envs": s.n_envs,
+                "vector": s.vector,
                 "target_update_interval": s.target_update_interval,
                 "exploration_initial_eps": s.epsilon,
                 "exploration_final_eps": s.epsilon,
@@ -390,8 +400,18 @@ def run_agent(
         env.close()
 
 
+def with_vectors(variants: tuple[str, ...], vectors: tuple[str, ...]) -> tuple[str, ...]:
+    """``variants`` with each of this agent's also run on the C++ vector env, right after it, if ``vectors`` has cpp."""
+    if "cpp" not in vectors:
+        return variants
+    return tuple(v for name in variants for v in ((name,) if name == "sb3" else (name, name + CPP)))
+
+
 def run_variant(name: str, s: BenchSettings) -> VariantResult:
-    """One timed run of variant ``name`` with its peak resident memory."""
+    """One timed run of variant ``name`` (``<variant>_cpp``: on the C++ vector env) with its peak resident memory."""
+    if name.endswith(CPP) and name != "sb3" + CPP:
+        result = run_variant(name.removesuffix(CPP), dataclasses.replace(s, vector="cpp"))
+        return dataclasses.replace(result, name=name)
     gc.collect()
     reset_peak_rss()
     before = current_rss()
@@ -488,16 +508,20 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
 
 
 def format_n_envs_report(by_n: dict[int, dict[str, list[VariantResult]]]) -> list[str]:
-    """Agent steps/s (median) of every variant for each ``n_envs``, with each variant's ratio to ``sb3`` at that n."""
+    """Agent steps/s (median) of every variant for each ``n_envs``, with each variant's ratio to ``sb3`` at that n,
+    and each ``<variant>_cpp``'s ratio to ``<variant>`` (C++ vector env against DummyVecEnv)."""
     variants = list(next(iter(by_n.values())))
-    head = f"{'n_envs':>6} " + " ".join(f"{v + ' steps/s':>15}" for v in variants)
-    head += " " + " ".join(f"{v + '/sb3':>10}" for v in variants if v != "sb3")
-    lines = [head]
+    twins = [v for v in variants if v.endswith(CPP) and v.removesuffix(CPP) in variants]
+    rate_heads = [f"{v} steps/s" for v in variants]
+    ratio_heads = [f"{v}/sb3" for v in variants if v != "sb3"] + [f"{v}/{v.removesuffix(CPP)}" for v in twins]
+    widths = [max(15, len(h)) for h in rate_heads] + [max(10, len(h)) for h in ratio_heads]
+    lines = [" ".join(f"{h:>{w}}" for h, w in zip(["n_envs", *rate_heads, *ratio_heads], [6, *widths], strict=True))]
     for n, results in by_n.items():
         rates = {v: median_rate(results[v]) for v in variants}
-        row = f"{n:>6} " + " ".join(f"{rates[v]:>15.1f}" for v in variants)
-        row += " " + " ".join(f"{rates[v] / rates['sb3']:>9.2f}x" for v in variants if v != "sb3")
-        lines.append(row)
+        cells = [f"{rates[v]:.1f}" for v in variants]
+        cells += [f"{rates[v] / rates['sb3']:.2f}x" for v in variants if v != "sb3"]
+        cells += [f"{rates[v] / rates[v.removesuffix(CPP)]:.2f}x" for v in twins]
+        lines.append(" ".join(f"{c:>{w}}" for c, w in zip([str(n), *cells], [6, *widths], strict=True)))
     return lines
 
 

@@ -23,6 +23,7 @@ from cl_rl.task_inference import FMNSettings
 from envs.game_env import EnvSettings, observation_shape
 from envs.games import canonical_game
 from envs.sequence import GameSequence, Segment, random_sequence
+from envs.vector import check_vec_settings
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,10 @@ class AgentConfig:
     # and eval.every count agent steps of all envs (multiples of n_envs), the replay ratio stays per transition
     # (agents/sb3/vector_schedule.py) and task inference watches env 0 only (ContinualDQN._observe_task)
     n_envs: int = 1
+    # how the n_envs envs are stepped: 'python' runs each env's Python chain in SB3's DummyVecEnv (ALE and MinAtar);
+    # 'cpp' runs the ALE games in ale-py's C++ AtariVectorEnv (envs/vector_sequence.py: faster emulation, but other
+    # no-op start draws and seeding, no NOOP after a life loss; docs/SPEED.md "Several envs per task")
+    vector: Literal["python", "cpp"] = "python"
     target_update_interval: int = 10_000  # agent steps between target-network syncs
     exploration_initial_eps: float = 1.0  # ε at a task's first step
     exploration_final_eps: float = 0.01  # ε after annealing
@@ -230,7 +235,25 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     _check_game_family(config, sequence)
     _check_replay_budget(config)
     _check_n_envs(config, sequence)
+    _check_vector(config, sequence)
     return config
+
+
+def _check_vector(config: Config, sequence: GameSequence) -> None:
+    """agent.vector=cpp needs ALE games and env settings that ale-py's C++ AtariVectorEnv can take."""
+    if config.agent.vector != "cpp":
+        return
+    if sequence.family != "ale":
+        raise ConfigError(
+            f"agent.vector='cpp' steps ale-py's C++ AtariVectorEnv, which has no MinAtar games (the sequence plays "
+            f"{', '.join(sequence.games)}): set agent.vector: python"
+        )
+    try:
+        check_vec_settings(config.env, config.agent.n_envs)
+    except ValueError as err:
+        raise ConfigError(
+            f"agent.vector='cpp' cannot honour the env settings: {err}. Or keep them with agent.vector: python"
+        ) from err
 
 
 def _check_n_envs(config: Config, sequence: GameSequence) -> None:

@@ -17,7 +17,7 @@ import yaml
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, configure
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback
 from agents.run.callbacks import (
@@ -39,7 +39,8 @@ from cl_rl.methods import REGISTRY
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.game_env import frames_per_step, make_game_env
-from envs.sequence import GameSequence, ParallelSequence
+from envs.sequence import GameSequence, GameStream, ParallelSequence
+from envs.vector_sequence import AtariSequenceVecEnv
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -96,15 +97,20 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def make_stream(config: Config, sequence: GameSequence) -> tuple[ParallelSequence, DummyVecEnv]:
-    """The game stream as ``agent.n_envs`` envs that switch games together, as SB3's ``DummyVecEnv``.
+def make_stream(config: Config, sequence: GameSequence) -> tuple[GameStream, VecEnv]:
+    """The game stream as ``agent.n_envs`` envs that switch games together, and the SB3 ``VecEnv`` that steps them.
 
-    ``DummyVecEnv`` (envs stepped one after another in this process) rather than ale-py's C++ ``AtariVectorEnv``
-    (``envs/vector.py``) or ``SubprocVecEnv``: every env is then the same Python chain as the one-env stream, for
-    both families (the C++ env differs in no-op starts, sticky-action seeding and the NOOP after a life loss, and has
-    no MinAtar), so ``n_envs`` changes the amount of parallel experience but not the games; and on this project's
-    2-core CPU the update, not the emulator, bounds agent steps/s (docs/SPEED.md), so worker processes would not pay.
+    ``agent.vector: python`` (the default): ``ParallelSequence`` in SB3's ``DummyVecEnv`` (envs stepped one after
+    another in this process), every env the same Python chain as the one-env stream, for both families, so
+    ``n_envs`` changes the amount of parallel experience but not the games. ``cpp``: ALE games in ale-py's C++
+    ``AtariVectorEnv`` (``envs.vector_sequence.AtariSequenceVecEnv``, stream and ``VecEnv`` in one), which emulates
+    in worker threads but draws no-op starts and seeds otherwise and takes no NOOP after a life loss
+    (``envs/vector.py``). Not ``SubprocVecEnv``: on this project's 2-core CPU the update, not the emulator, bounds
+    agent steps/s (docs/SPEED.md), so worker processes would not pay.
     """
+    if config.agent.vector == "cpp":
+        vec = AtariSequenceVecEnv(sequence, config.env, config.agent.n_envs)
+        return vec, vec
     stream = ParallelSequence(sequence, functools.partial(make_game_env, settings=config.env), config.agent.n_envs)
     return stream, DummyVecEnv([functools.partial(lambda env: env, env) for env in stream.envs])
 
@@ -114,7 +120,7 @@ def make_task_source(config: Config) -> TaskSource:
     return FlatFMN(config.task.fmn) if config.task.source == "fmn" else OracleTaskSource()
 
 
-def make_agent(config: Config, env: DummyVecEnv) -> ContinualDQN:
+def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
     a = config.agent
     train_freq, gradient_steps = vector_train_schedule(a.train_freq, a.gradient_steps, env.num_envs)
     return ContinualDQN(
@@ -219,7 +225,7 @@ def _resume_overrides(saved: Config, wanted: Config) -> Config:
 def _learn(
     config: Config,
     sequence: GameSequence,
-    stream: ParallelSequence,
+    stream: GameStream,
     model: ContinualDQN,
     run_dir: Path,
     first_time: bool,
