@@ -23,6 +23,19 @@ torch.set_num_threads(1)  # in case torch was imported before this file (a plugi
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Overrides of configs/minatar.yaml for tests on real MinAtar games at a few hundred agent steps: ~60 updates a game,
+# episodes capped so that short segments see whole episodes, no checkpoints or progress bar.
+MINATAR_TINY_AGENT = [
+    "agent.buffer_size=1000",
+    "agent.learning_starts=64",
+    "agent.exploration_steps=200",
+    "agent.train_freq=4",
+    "agent.target_update_interval=100",
+    "env.minatar.max_episode_steps=100",
+    "run.checkpoint_every=0",
+    "run.progress_bar=false",
+]
+
 
 @pytest.fixture
 def tiny_config() -> Config:

@@ -8,26 +8,14 @@ import pytest
 
 from agents.evaluation.comparison import compare
 from agents.run.config import load_config
-from tests.conftest import REPO
+from tests.conftest import MINATAR_TINY_AGENT, REPO
 
 pytestmark = pytest.mark.slow
-
-# A few hundred steps of MinAtar: ~60 updates on each game, episodes capped so that both games are seen in full.
-MINATAR_TINY = [
-    "agent.buffer_size=1000",
-    "agent.learning_starts=64",
-    "agent.exploration_steps=200",
-    "agent.train_freq=4",
-    "agent.target_update_interval=100",
-    "env.minatar.max_episode_steps=100",
-    "run.checkpoint_every=0",
-    "run.progress_bar=false",
-]
 
 
 def test_ewc_and_mas_reduce_q_drift_on_the_first_game():
     overrides = [f"method.{m}.{k}" for m in ("ewc", "mas") for k in ("lam=100", "normalize=true", "batches=10")]
-    config = load_config(REPO / "configs" / "minatar.yaml", [*MINATAR_TINY, *overrides])
+    config = load_config(REPO / "configs" / "minatar.yaml", [*MINATAR_TINY_AGENT, *overrides])
     methods = ["none", "ewc", "mas"]
     results = {r.method: r for r in compare(config, "MinAtar/Breakout", "MinAtar/SpaceInvaders", 300, 300, methods, 0)}
     assert results["none"].q_drift_a > 0

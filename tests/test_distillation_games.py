@@ -7,14 +7,13 @@ import pytest
 
 from agents.evaluation.comparison import compare
 from agents.run.config import load_config
-from tests.conftest import REPO
-from tests.test_consolidation_games import MINATAR_TINY
+from tests.conftest import MINATAR_TINY_AGENT, REPO
 
 pytestmark = pytest.mark.slow
 
 
 def test_generative_replay_and_lwf_reduce_q_drift_on_the_first_game():
-    overrides = [*MINATAR_TINY, "method.generative_replay.generator.steps_per_switch=100"]
+    overrides = [*MINATAR_TINY_AGENT, "method.generative_replay.generator.steps_per_switch=100"]
     config = load_config(REPO / "configs" / "minatar.yaml", overrides)
     methods = ["none", "generative_replay", "lwf"]
     results = {r.method: r for r in compare(config, "MinAtar/Breakout", "MinAtar/SpaceInvaders", 300, 300, methods, 0)}

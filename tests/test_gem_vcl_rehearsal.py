@@ -18,7 +18,7 @@ from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.methods.base import ContinualMethod
 from cl_rl.methods.gem import agem_project, gem_project
 from cl_rl.methods.vcl import gaussian_kl, local_reparameterised
-from tests.conftest import REPO
+from tests.conftest import MINATAR_TINY_AGENT, REPO
 
 
 def _closest_in_cone(g: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -113,14 +113,7 @@ def test_local_reparameterisation_matches_sampling_the_weights(layer):
 MINATAR_TINY = [
     "sequence.segments=[{game: MinAtar/Breakout, steps: 200}, {game: MinAtar/SpaceInvaders, steps: 150}, "
     "{game: MinAtar/Breakout, steps: 150}]",
-    "agent.buffer_size=1000",
-    "agent.learning_starts=64",
-    "agent.exploration_steps=200",
-    "agent.train_freq=4",
-    "agent.target_update_interval=100",
-    "env.minatar.max_episode_steps=100",
-    "run.checkpoint_every=0",
-    "run.progress_bar=false",
+    *MINATAR_TINY_AGENT,
 ]
 
 
