@@ -37,7 +37,9 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
   with p_k eq. (1) with a small α (sharp from one frame) and KT_p the window's own sequential Krichevsky–Trofimov
   predictive of the feature (what a model that knew nothing would pay). A task uses ε_k = ``task_novelty`` (tiny):
   each feature where a window looks unlike the task costs ~log(1/ε_k). The hold-out's model is, per feature, the mean
-  over tasks of Π_j p_k(x_jp) (a new game may look like any known game in each feature, e.g. a black background), with
+  over tasks of Π_j p_k(x_jp) (a new game may look like any known game in each feature, e.g. a black background),
+  and on images of a uniform model too (it may look like no known game: without it, a single young task's pool is
+  that task, and its own game's next episode starts opened new tasks), with
   ε_h chosen so that ``novel_features`` novel features pay for its (1 − ε_h) on every other feature:
       F log((1 − ε_k)/(1 − ε_h)) = N log(ε_h/ε_k).                                                            (3)
   So a window opens a new task when it shows about N features that no known task explains (plus what the hold-out
@@ -489,7 +491,12 @@ class FlatFMN:
         if not self.n_tasks:  # the hold-out alone
             return np.array([novel @ weight])
         tasks_term = self._task_loglik[:, idx]
-        models = np.concatenate([tasks_term, _log_mean_exp(tasks_term)[None]])
+        # The hold-out's pool also holds a model of no known game (uniform over the levels): with a single task the
+        # pool would otherwise be that task itself, so the hold-out would match it wherever it fits and win by its
+        # larger ε at the first ``novel_features`` novel features (a young first task lost to every new episode
+        # start of its own game: 10–50 tasks in 100k steps of Boxing, Asterix or Enduro started alone).
+        uniform = np.full((1, idx.size), -j * math.log(self.levels), np.float32)
+        models = np.concatenate([tasks_term, _log_mean_exp(np.concatenate([tasks_term, uniform]))[None]])
         mixed = np.logaddexp(models + keep[:, None], novel + new[:, None])  # eq. (2): tasks with ε_k, hold-out ε_h
         scores = np.empty(len(models))
         scores[:-1] = mixed[:-1] @ weight

@@ -45,7 +45,8 @@ def test_window_score_is_the_per_feature_mixture_of_eq_2():
     for f in frames[4:7]:
         fmn.observe(f, episode_start=f is frames[4])
     # By hand: per feature, the task's iid predictive (eq. 1) over the window mixed with the window's own sequential
-    # KT predictive, weights 1 - eps and eps; the hold-out's task component is the mean over tasks (one task here).
+    # KT predictive, weights 1 - eps and eps; the hold-out's known-game component is the mean of the tasks' (one here)
+    # and a uniform model's (no known game).
     xs = [downscale_quantize(f, s.size, s.levels) for f in frames[4:7]]
     p = np.arange(xs[0].size)
     task = sum(np.log((counts[p, x] + s.alpha) / (total + s.levels * s.alpha)) for x in xs)
@@ -54,8 +55,9 @@ def test_window_score_is_the_per_feature_mixture_of_eq_2():
         novel += np.log((within[p, x] + 0.5) / (j + s.levels * 0.5))
         within[p, x] += 1
     eps_h = holdout_novelty(p.size, s.novel_features, s.task_novelty)
-    for eps, got in ((s.task_novelty, fmn.window_loglik()[0]), (eps_h, fmn.window_loglik()[-1])):
-        expected = np.logaddexp(np.log1p(-eps) + task, np.log(eps) + novel).sum()
+    pooled = np.logaddexp(task, len(xs) * np.log(1 / s.levels)) - np.log(2)
+    for eps, known, got in ((s.task_novelty, task, fmn.window_loglik()[0]), (eps_h, pooled, fmn.window_loglik()[-1])):
+        expected = np.logaddexp(np.log1p(-eps) + known, np.log(eps) + novel).sum()
         assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -121,6 +123,14 @@ def _recorded(game: str, steps: int, seed: int):
 def test_a_long_stay_in_a_phase_changing_game_creates_no_task():
     fmn = FlatFMN()
     _play(fmn, [("Riverraid", 2500)])  # scrolling river, ~10 episodes of the sticky-biased policy
+    assert fmn.n_tasks == 1
+
+
+def test_a_stream_that_starts_with_a_long_stay_keeps_one_task():
+    # The first task is young and alone: the hold-out once pooled it alone and so matched it wherever it fitted, and
+    # every new Boxing episode start (~1,780 agent steps apart) opened a task of its own (3 tasks here, 50 in 100k).
+    fmn = FlatFMN()
+    _play(fmn, [("Boxing", 4000)])
     assert fmn.n_tasks == 1
 
 
