@@ -96,7 +96,34 @@ def check_vec_settings(settings: AtariSettings, n_envs: int) -> None:
         )
 
 
-class AtariVecEnv(VecEnv):
+class CppSubEnvs:
+    """SB3 ``VecEnv``'s attribute methods for C++-emulated sub-envs, which have no Python attributes or methods but
+    ``game`` (the class's ``game``) and ``render_mode`` (None), and give Monitor's info["episode"] themselves."""
+
+    game: str
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        values = {"game": self.game, "render_mode": None}
+        if attr_name not in values:
+            name = type(self).__name__
+            raise AttributeError(f"{name} sub-envs have only the attributes {sorted(values)}, not {attr_name!r}")
+        return [values[attr_name] for _ in self._get_indices(indices)]  # type: ignore[attr-defined]  # VecEnv's
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Refuse: the C++ sub-envs are configured once, from AtariSettings."""
+        name = type(self).__name__
+        raise AttributeError(f"cannot set {attr_name!r} on {name} sub-envs; build one with other settings")
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        """Refuse: the C++ sub-envs expose no Python methods."""
+        raise AttributeError(f"{type(self).__name__} sub-envs have no Python methods such as {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        """True for SB3's Monitor only: the sub-envs give Monitor's info["episode"], so evaluate_policy can use it."""
+        return [wrapper_class is Monitor for _ in self._get_indices(indices)]  # type: ignore[attr-defined]  # VecEnv's
+
+
+class AtariVecEnv(CppSubEnvs, VecEnv):
     """`n_envs` copies of one game in ale-py's C++ vector env, with the Python chain's infos (see module docstring)."""
 
     def __init__(self, game: str, settings: AtariSettings, n_envs: int, num_threads: int = 0) -> None:
@@ -185,25 +212,6 @@ class AtariVecEnv(VecEnv):
     def close(self) -> None:
         """Stop the C++ worker threads."""
         self._ale.close()
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """`game` or `render_mode` (None) per sub-env: the C++ sub-envs have no other Python attributes."""
-        values = {"game": getattr(self, "game", None), "render_mode": None}
-        if attr_name not in values:
-            raise AttributeError(f"AtariVecEnv sub-envs have only the attributes {sorted(values)}, not {attr_name!r}")
-        return [values[attr_name] for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Refuse: the C++ sub-envs are configured once, from AtariSettings."""
-        raise AttributeError(f"cannot set {attr_name!r} on AtariVecEnv sub-envs; build a new env with other settings")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        """Refuse: the C++ sub-envs expose no Python methods."""
-        raise AttributeError(f"AtariVecEnv sub-envs have no Python methods such as {method_name!r}")
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        """True for SB3's Monitor only: the adapter gives Monitor's info["episode"], so evaluate_policy can use it."""
-        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
 
 
 def make_atari_vec_env(

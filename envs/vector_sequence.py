@@ -28,16 +28,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from ale_py import roms
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from envs.atari import N_ACTIONS, AtariSettings
 from envs.sequence import GameSequence, per_env_sequence
-from envs.vector import AtariVecEnv, check_vec_settings, rom_id
+from envs.vector import AtariVecEnv, CppSubEnvs, check_vec_settings, rom_id
 
 
-class AtariSequenceVecEnv(VecEnv):
+class AtariSequenceVecEnv(CppSubEnvs, VecEnv):
     """`n_envs` C++-emulated copies of the current game of an ALE `GameSequence`, switching games together."""
 
     def __init__(self, sequence: GameSequence, settings: AtariSettings, n_envs: int, num_threads: int = 0) -> None:
@@ -75,6 +74,10 @@ class AtariSequenceVecEnv(VecEnv):
     def current_game(self) -> str:
         """Game of the current observations (for logging and oracles; not part of the observation)."""
         return self.sequence.segments[self._segment].game
+
+    @property
+    def game(self) -> str:  # type: ignore[override]  # CppSubEnvs reads it: every sub-env plays the current game
+        return self.current_game
 
     def seek(self, step: int) -> None:
         """Put the schedule at global agent step `step` (a multiple of n_envs); the next `reset()` plays its game."""
@@ -154,22 +157,3 @@ class AtariSequenceVecEnv(VecEnv):
 
     def _segment_info(self) -> dict[str, Any]:
         return {"game": self.current_game, "segment": self._segment}
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """`game` (the current one) or `render_mode` (None) per env: the C++ envs have no other Python attributes."""
-        values = {"game": self.current_game, "render_mode": None}
-        if attr_name not in values:
-            raise AttributeError(f"AtariSequenceVecEnv envs have the attributes {sorted(values)}, not {attr_name!r}")
-        return [values[attr_name] for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Refuse: the C++ envs are configured once, from AtariSettings."""
-        raise AttributeError(f"cannot set {attr_name!r} on AtariSequenceVecEnv envs; build one with other settings")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        """Refuse: the C++ envs expose no Python methods."""
-        raise AttributeError(f"AtariSequenceVecEnv envs have no Python methods such as {method_name!r}")
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        """True for SB3's Monitor only: the envs give Monitor's info["episode"] at each real game over."""
-        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
