@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,45 +84,85 @@ def play_game(
 ) -> GameEvaluation:
     """``episodes`` full episodes of ``game`` played ε-greedily, each step's task id from ``source``.
 
+    The episodes run side by side, one env each, so that every step is one forward over all the running episodes
+    rather than one per episode (a MinAtar Freeway episode is 2,500 steps: the forward was most of an evaluation).
+    Episode ``i`` has its own env, ε generator and copy of ``source``, all seeded from ``(seed, i)``, so its score does
+    not depend on how many episodes run beside it (``tests/test_evaluation_play.py`` checks this).
+
     A task id the network does not have yet is played with fresh gains and biases on the shared weights (a copy of
-    the network), as a new task would start. Uses its own env and ε generator and restores the active task.
+    the network), as a new task would start. The active task is restored afterwards.
     """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    return play_episodes(model, game, source, settings, [episode_seed(seed, i) for i in range(episodes)], epsilon)
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The env and ε seed of episode ``episode`` of an evaluation seeded ``seed`` (independent streams per episode)."""
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+def play_episodes(
+    model: ContinualDQN,
+    game: str,
+    source: TaskSource,
+    settings: AtariSettings,
+    seeds: Sequence[int],
+    epsilon: float,
+) -> GameEvaluation:
+    """One episode of ``game`` per seed, played in lockstep with one batched forward per step."""
     known = model.policy.n_tasks
     new_task_net: torch.nn.Module | None = None
-    env = make_game_env(game, settings, seed=seed)
-    rng = np.random.default_rng(seed)
-    scores: list[float] = []
+    envs = [make_game_env(game, settings, seed=s) for s in seeds]
+    rngs = [np.random.default_rng(s) for s in seeds]
+    sources = [copy.deepcopy(source) for _ in seeds]
+    scores: list[float | None] = [None] * len(seeds)
     tasks: Counter[int] = Counter()
+    n_actions = int(envs[0].action_space.n)  # type: ignore[attr-defined]  # Discrete
     active = active_task(model.q_net)
+    current = active
     restore_active = using_task(active, model.q_net) if active >= 0 else contextlib.nullcontext()
     try:
         with torch.no_grad(), restore_active:
-            obs, _ = env.reset(seed=seed)
-            episode_start = True
-            while len(scores) < episodes:
-                task = source.observe(obs, game, episode_start=episode_start)
-                episode_start = False
-                tasks[task] += 1
-                if rng.random() < epsilon:
-                    action = int(rng.integers(env.action_space.n))  # type: ignore[attr-defined]  # Discrete
-                else:
+            observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
+            episode_start = [True] * len(envs)
+            running = list(range(len(envs)))
+            while running:
+                actions: dict[int, int] = {}
+                greedy: dict[int, list[int]] = {}  # task id -> the running episodes that act greedily with it
+                for i in running:
+                    task = sources[i].observe(observations[i], game, episode_start=episode_start[i])
+                    episode_start[i] = False
+                    tasks[task] += 1
+                    if rngs[i].random() < epsilon:
+                        actions[i] = int(rngs[i].integers(n_actions))
+                    else:
+                        greedy.setdefault(task, []).append(i)
+                for task, members in greedy.items():
                     if task < known:
                         net: torch.nn.Module = model.q_net
-                        set_task(net, task)
+                        if task != current:  # set_task walks the modules: only when the task changes
+                            set_task(net, task)
+                            current = task
                     else:
                         if new_task_net is None:
                             new_task_net = _with_new_task(model.q_net)
                         net = new_task_net
-                    action = int(net(torch.as_tensor(obs, device=model.device).unsqueeze(0)).argmax())
-                obs, _, terminated, truncated, info = env.step(action)
-                if "episode" in info:
-                    scores.append(float(info["episode"]["r"]))
-                if terminated or truncated:
-                    obs, _ = env.reset()
-                    episode_start = True
+                    batch = torch.as_tensor(np.stack([observations[i] for i in members]), device=model.device)
+                    for i, action in zip(members, net(batch).argmax(dim=1).tolist(), strict=True):
+                        actions[i] = action
+                for i in running:
+                    observations[i], _, terminated, truncated, info = envs[i].step(actions[i])
+                    if "episode" in info:
+                        scores[i] = float(info["episode"]["r"])
+                    elif terminated or truncated:  # a life lost under terminal_on_life_loss: the game goes on
+                        observations[i], _ = envs[i].reset()
+                        episode_start[i] = True
+                running = [i for i in running if scores[i] is None]
     finally:
-        env.close()
-    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], known)
+        for env in envs:
+            env.close()
+    return GameEvaluation(game, tuple(float(s) for s in scores if s is not None), tasks.most_common(1)[0][0], known)
 
 
 def _with_new_task(q_net: torch.nn.Module) -> torch.nn.Module:
