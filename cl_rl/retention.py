@@ -12,6 +12,8 @@ games can be averaged. A missing evaluation is NaN and is skipped where a metric
 - forgetting of game j: its best score right after one of its own segments minus its score at the end
   (Wolczyk et al. 2021, Continual World, F_i = p_i(i·Δ) − p_i(T); with revisits, the best of the visits, as in
   Powers et al. 2021, CORA);
+- worst drop of game j: the largest drop, at any segment end after its first segment, below its best score so far
+  after one of its own segments (forgetting measured at every segment end instead of only at the end);
 - backward transfer: mean over games of R[T, j] − R[l_j, j], with l_j the last segment that trained j (Lopez-Paz &
   Ranzato 2017, GEM, BWT = 1/(T−1) Σ_i R_{T,i} − R_{i,i}; games trained in the last segment are left out);
 - forward transfer: mean over games of R[f_j − 1, j] − b_j, the zero-shot score just before j's first segment f_j
@@ -80,6 +82,30 @@ def forgetting(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:
         own = [i for i, g in enumerate(trained) if g == j and not np.isnan(matrix[i, j])]
         if own:
             out[j] = max(matrix[i, j] for i in own) - matrix[-1, j]
+    return out
+
+
+def worst_drop(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:
+    """Per game: the largest drop, at any later segment end, below its best score so far after one of its own
+    segments, max_{t > f_j} (max_{s < t, s trains j} R[s, j] − R[t, j]) (NaN: never trained, or trained only last).
+
+    ``forgetting`` compares with the end only; with revisits a game can be lost in mid-sequence and relearnt on its
+    next visit (fine-tuning's SpaceInvaders in ``docs/RESULTS.md``), which only this shows: the max drop from the best
+    earlier score.
+    """
+    matrix, trained = _check(matrix, trained)
+    out = np.full(matrix.shape[1], np.nan)
+    for j in range(matrix.shape[1]):
+        best, drops = -np.inf, []
+        for t, g in enumerate(trained):
+            if np.isnan(matrix[t, j]):
+                continue
+            if best > -np.inf:
+                drops.append(best - matrix[t, j])
+            if g == j:
+                best = max(best, matrix[t, j])
+        if drops:
+            out[j] = max(drops)
     return out
 
 

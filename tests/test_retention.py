@@ -14,6 +14,7 @@ from cl_rl.retention import (
     reference_transfer,
     stratified_bootstrap,
     total_clipped,
+    worst_drop,
 )
 
 # Games A, B, C; segments train A, B, A (revisit), C. Row i: HNS on each game after segment i.
@@ -46,6 +47,37 @@ def test_forgetting_is_the_best_own_score_minus_the_end_score():
 def test_forgetting_of_a_game_never_trained_is_nan():
     result = forgetting(R[:2], TRAINED[:2])
     assert result[:2] == pytest.approx([0.5 - 0.2, 0.0]) and np.isnan(result[2])
+
+
+def test_worst_drop_is_the_largest_drop_below_the_best_earlier_own_score():
+    # A: best 0.5 after segment 0, 0.2 after segment 1 (drop 0.3), 0.9 after its revisit, 0.6 at the end (0.3);
+    # B: 0.8 after segment 1, then 0.4 and 0.3 (0.5); C: trained last, no later score.
+    result = worst_drop(R, TRAINED)
+    assert result[:2] == pytest.approx([0.3, 0.5]) and np.isnan(result[2])
+    # A lost in mid-sequence and relearnt on its revisit: forgetting (against the end) misses it, worst drop does not
+    relearnt = np.array([[0.8, 0.0], [0.1, 0.7], [0.9, 0.6], [0.85, 0.9]])
+    assert forgetting(relearnt, [0, 1, 0, 1])[0] == pytest.approx(0.05)
+    assert worst_drop(relearnt, [0, 1, 0, 1]) == pytest.approx([0.7, 0.1])
+
+
+def test_worst_drop_equals_the_pairwise_definition_on_random_runs():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n_games, n_rows = int(rng.integers(1, 5)), int(rng.integers(1, 9))
+        matrix = rng.normal(size=(n_rows, n_games))
+        matrix[rng.random(matrix.shape) < 0.1] = np.nan
+        trained = rng.integers(0, n_games, n_rows).tolist()
+        expected = np.full(n_games, np.nan)
+        for j in range(n_games):  # every pair: an earlier own segment s, any later segment end t
+            drops = [
+                matrix[s, j] - matrix[t, j]
+                for t in range(n_rows)
+                for s in range(t)
+                if trained[s] == j and not np.isnan(matrix[s, j]) and not np.isnan(matrix[t, j])
+            ]
+            if drops:
+                expected[j] = max(drops)
+        np.testing.assert_allclose(worst_drop(matrix, trained), expected)
 
 
 def test_backward_transfer_uses_each_games_last_own_segment_and_skips_the_last_game():

@@ -74,6 +74,7 @@ def test_run_metrics_on_a_hand_made_run():
     m = run_metrics(normalised, [0, 1, 0])
     assert m["final"] == pytest.approx([1.0, 0.5])
     assert m["forgetting"] == pytest.approx([1.0 - 1.0, 1.0 - 0.5])  # A: best own 1.0 (after 2); B: 1.0 after 1
+    assert m["worst_drop"] == pytest.approx([0.8 - 0.4, 1.0 - 0.5])  # A: 0.8, then 0.4 after B's segment
     assert np.isnan(m["backward_transfer"][0]) and m["backward_transfer"][1] == pytest.approx(0.5 - 1.0)
     assert np.isnan(m["forward_transfer"][0]) and m["forward_transfer"][1] == pytest.approx(0.0)  # B before it: 0
     assert m["forward_transfer_reference"] == pytest.approx([0.8 - 1.0, 1.0 - 1.0])

@@ -24,8 +24,8 @@ between its last checkpoint and its evaluation) is evaluated from its checkpoint
 
 Metrics (``cl_rl.retention``) are taken on reference-normalised scores, (score − random) / (reference − random), with
 random play from ``envs.scores.random_score`` and the reference the mean end score of the single-task runs: the final
-score on every game, forgetting (best score after one of the game's own segments minus the end score), backward
-transfer (GEM), forward transfer (GEM's zero-shot score before the game's first segment, random = 0) and forward
+score on every game, forgetting (best score after one of the game's own segments minus the end score), worst drop
+(the largest drop below that best at any later segment end), backward transfer (GEM), forward transfer (GEM's zero-shot score before the game's first segment, random = 0) and forward
 transfer against the reference (score after the first segment minus 1, Continual World). Each is aggregated over
 seeds × games as rliable does: IQM with a stratified-bootstrap 95 % interval (Agarwal et al. 2021).
 """
@@ -73,6 +73,7 @@ from cl_rl.retention import (
     normalize,
     reference_transfer,
     stratified_bootstrap,
+    worst_drop,
 )
 from envs.scores import random_score
 from envs.sequence import GameSequence, Segment
@@ -84,6 +85,7 @@ _HOW_RUN = {"run.threads", "run.device", "run.progress_bar"}  # settings a finis
 METRICS = {  # key: (column title, what it is)
     "final": ("final score", "normalised score on every game at the end"),
     "forgetting": ("forgetting ↓", "best normalised score after one of the game's own segments minus the end score"),
+    "worst_drop": ("worst drop ↓", "largest drop at any later segment end below the best score after an own segment"),
     "backward_transfer": ("backward transfer", "end score minus score after the game's last segment (GEM)"),
     "forward_transfer": ("forward transfer", "zero-shot score just before the game's first segment (random: 0)"),
     "forward_transfer_reference": ("FWT vs reference", "score after the game's first segment minus 1 (reference)"),
@@ -459,6 +461,7 @@ def run_metrics(normalised: np.ndarray, trained: Sequence[int]) -> dict[str, np.
     return {
         "final": normalised[-1],
         "forgetting": forgetting(normalised, trained),
+        "worst_drop": worst_drop(normalised, trained),
         "backward_transfer": backward_transfer(normalised, trained)[1],
         "forward_transfer": forward_transfer(normalised, trained, np.zeros(n_games))[1],
         "forward_transfer_reference": reference_transfer(normalised, trained, np.ones(n_games))[1],
