@@ -123,6 +123,8 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     assert (rows["Pong"]["steps"], rows["Breakout"]["steps"]) == ("140", "60")
     pong = (np.array(run["retention_score"])[:, 0] - -20.7) / (data["reference"]["Pong"]["mean"] - -20.7)
     assert np.array(run["retention_normalised"])[:, 0] == pytest.approx(pong)
+    raw = " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in run["retention_score"])  # one seed: its own
+    assert "## Raw scores after each segment" in first and f"| ewc | {raw} |" in first
 
     # --report-only trains nothing and builds the table from the finished runs, saying which seeds are missing.
     finetune = out / "runs" / "finetune__seed0"

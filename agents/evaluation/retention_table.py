@@ -25,9 +25,11 @@ between its last checkpoint and its evaluation) is evaluated from its checkpoint
 Metrics (``cl_rl.retention``) are taken on reference-normalised scores, (score − random) / (reference − random), with
 random play from ``envs.scores.random_score`` and the reference the mean end score of the single-task runs: the final
 score on every game, forgetting (best score after one of the game's own segments minus the end score), worst drop
-(the largest drop below that best at any later segment end), backward transfer (GEM), forward transfer (GEM's zero-shot score before the game's first segment, random = 0) and forward
-transfer against the reference (score after the first segment minus 1, Continual World). Each is aggregated over
-seeds × games as rliable does: IQM with a stratified-bootstrap 95 % interval (Agarwal et al. 2021).
+(the largest drop below that best at any later segment end), backward transfer (GEM), forward transfer (GEM's
+zero-shot score before the game's first segment, random = 0) and forward transfer against the reference (score after
+the first segment minus 1, Continual World). Each is aggregated over seeds × games as rliable does: IQM with a
+stratified-bootstrap 95 % interval (Agarwal et al. 2021). ``table.md`` also lists each method's raw scores after
+each segment (mean of seeds).
 """
 
 from __future__ import annotations
@@ -626,11 +628,32 @@ def format_markdown(table: Table) -> str:
         seeds = ", ".join(f"{v:.2f}" for v in table.reference[game])
         rnd = table.random[game]
         lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
+    lines += ["", *_segment_end_scores(table)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if s.get("command"):
         lines += ["", f"Command: `{s['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _segment_end_scores(table: Table) -> list[str]:
+    """Each method's raw score on every game after each segment (mean of seeds): the retention matrices in numbers,
+    where a game lost in mid-sequence and relearnt on its revisit shows (the worst-drop column in one figure)."""
+    short = [game.split("/")[-1] for game in table.games]
+    header = " | ".join(f"after {i + 1}: {seg.game.split('/')[-1]}" for i, seg in enumerate(table.sequence.segments))
+    lines = [
+        "## Raw scores after each segment (mean of seeds)",
+        "",
+        f"Each cell: {' / '.join(short)}.",
+        "",
+        f"| method | {header} |",
+        "|---" * (1 + len(table.sequence.segments)) + "|",
+    ]
+    for row in table.rows:
+        mean = np.mean([run.retention() for run in row.runs], axis=0)
+        cells = " | ".join(" / ".join(f"{v:.1f}" for v in scores) for scores in mean)
+        lines.append(f"| {row.method} | {cells} |")
+    return lines
 
 
 def _figures(table: Table, row: MethodRow, out: Path) -> list[Path]:
