@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train nothing: build the table from the runs finished so far (a table still running or cut short)",
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score every run's checkpoints again with today's evaluation code instead of reading the logged scores",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("runs") / "retention" / f"{args.preset.stem}__{args.task_source}"
 
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             "overrides": args.set,
             "command": shlex.join(["python", "scripts/bench_retention.py", *(sys.argv[1:] if argv is None else argv)]),
         }
-        table = build_table(out, sequence, specs, args.reps, settings, finished_only=args.report_only)
+        table = build_table(
+            out, sequence, specs, args.reps, settings, finished_only=args.report_only, rescore=args.rescore
+        )
         written = write_table(table, out)
     except (TableError, ConfigError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)

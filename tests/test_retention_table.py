@@ -126,6 +126,14 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     raw = " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in run["retention_score"])  # one seed: its own
     assert "## Raw scores after each segment" in first and f"| ewc | {raw} |" in first
 
+    # --rescore scores every checkpoint again instead of reading the logged scores: the same numbers here, where
+    # training logged them with today's evaluation code.
+    assert main([*args, "--report-only", "--rescore"]) == 0
+    capsys.readouterr()
+    rescored = json.loads((out / "table.json").read_text())["methods"]["ewc"]["runs"][0]
+    assert rescored["retention_score"] == run["retention_score"]
+    assert list((out / "runs" / "ewc__seed0" / "eval" / "cache").glob("step_*.json"))
+
     # --report-only trains nothing and builds the table from the finished runs, saying which seeds are missing.
     finetune = out / "runs" / "finetune__seed0"
     (finetune / MARKER).unlink()

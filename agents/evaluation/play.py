@@ -18,6 +18,10 @@ from envs.atari import AtariSettings
 from envs.game_env import make_game_env
 from envs.scores import has_human_score, human_normalized_score
 
+PLAY_VERSION = 3
+"""Version of how ``play_game`` plays an evaluation; part of the key of cached evaluations, so a change to it that
+changes scores (2: episodes side by side; 3: the first episode alone, then the rest) recomputes them."""
+
 
 def evaluate_game(
     model: ContinualDQN,
@@ -84,17 +88,27 @@ def play_game(
 ) -> GameEvaluation:
     """``episodes`` full episodes of ``game`` played ε-greedily, each step's task id from ``source``.
 
-    The episodes run side by side, one env each, so that every step is one forward over all the running episodes
-    rather than one per episode (a MinAtar Freeway episode is 2,500 steps: the forward was most of an evaluation).
-    Episode ``i`` has its own env, ε generator and copy of ``source``, all seeded from ``(seed, i)``, so its score does
-    not depend on how many episodes run beside it (``tests/test_evaluation_play.py`` checks this).
+    The agent meets the game as it would in training: the first episode is played alone by ``source``, so an
+    inferred task source reports its previous task until its decision window closes (the detection delay) and then
+    recognises the game. The other episodes run side by side, one env and one copy of that recognising source each,
+    so every step is one forward over all of them rather than one per episode (a MinAtar Freeway episode is 2,500
+    steps: the forward was most of an evaluation). Giving every episode a copy of the source from *before* the game
+    would replay the detection delay in each one: in MinAtar Breakout the first ball falls within those steps.
+    Episode ``i`` has its own env and ε generator seeded from ``(seed, i)``, so its score does not depend on how many
+    episodes run beside it (``tests/test_evaluation_play.py`` checks both).
 
     A task id the network does not have yet is played with fresh gains and biases on the shared weights (a copy of
     the network), as a new task would start. The active task is restored afterwards.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    return play_episodes(model, game, source, settings, [episode_seed(seed, i) for i in range(episodes)], epsilon)
+    seeds = [episode_seed(seed, i) for i in range(episodes)]
+    first = copy.deepcopy(source)
+    scores, tasks = _play(model, game, [first], settings, seeds[:1], epsilon)
+    if episodes > 1:
+        rest, rest_tasks = _play(model, game, [copy.deepcopy(first) for _ in seeds[1:]], settings, seeds[1:], epsilon)
+        scores, tasks = scores + rest, tasks + rest_tasks
+    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], model.policy.n_tasks)
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -105,17 +119,32 @@ def episode_seed(seed: int, episode: int) -> int:
 def play_episodes(
     model: ContinualDQN,
     game: str,
-    source: TaskSource,
+    sources: Sequence[TaskSource],
     settings: AtariSettings,
     seeds: Sequence[int],
     epsilon: float,
 ) -> GameEvaluation:
-    """One episode of ``game`` per seed, played in lockstep with one batched forward per step."""
+    """One episode of ``game`` per seed, each with its own task source, played in lockstep (one batched forward a
+    step); the sources are used as they are (copy them to keep the originals)."""
+    scores, tasks = _play(model, game, sources, settings, seeds, epsilon)
+    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], model.policy.n_tasks)
+
+
+def _play(
+    model: ContinualDQN,
+    game: str,
+    sources: Sequence[TaskSource],
+    settings: AtariSettings,
+    seeds: Sequence[int],
+    epsilon: float,
+) -> tuple[list[float], Counter[int]]:
+    """``play_episodes``' scores (in seed order) and how many steps each task id played."""
+    if len(sources) != len(seeds):
+        raise ValueError(f"one task source per episode: {len(sources)} sources for {len(seeds)} seeds")
     known = model.policy.n_tasks
     new_task_net: torch.nn.Module | None = None
     envs = [make_game_env(game, settings, seed=s) for s in seeds]
     rngs = [np.random.default_rng(s) for s in seeds]
-    sources = [copy.deepcopy(source) for _ in seeds]
     scores: list[float | None] = [None] * len(seeds)
     tasks: Counter[int] = Counter()
     n_actions = int(envs[0].action_space.n)  # type: ignore[attr-defined]  # Discrete
@@ -162,7 +191,7 @@ def play_episodes(
     finally:
         for env in envs:
             env.close()
-    return GameEvaluation(game, tuple(float(s) for s in scores if s is not None), tasks.most_common(1)[0][0], known)
+    return [float(s) for s in scores if s is not None], tasks
 
 
 def _with_new_task(q_net: torch.nn.Module) -> torch.nn.Module:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from agents.evaluation import plots
 from agents.evaluation.periodic_evaluation import TaskMode, evaluate_games
-from agents.evaluation.play import GameEvaluation
+from agents.evaluation.play import PLAY_VERSION, GameEvaluation
 from agents.evaluation.result_files import write_csv, write_json
 from agents.run.checkpoints import list_checkpoints
 from agents.run.config import Config, load_config
@@ -203,6 +203,7 @@ def evaluate_checkpoint(
         "env": dataclasses.asdict(config.env),
         "games": games,
         "checkpoint": [stat.st_size, stat.st_mtime_ns],
+        "play": PLAY_VERSION,
     }
     if cache is not None and cache.is_file():
         stored = json.loads(cache.read_text())

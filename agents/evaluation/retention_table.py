@@ -56,7 +56,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.evaluation import plots
 from agents.evaluation.result_files import json_ready, write_csv
 from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, evaluate_checkpoint
-from agents.run.checkpoints import CheckpointError, checkpoint_path
+from agents.run.checkpoints import CheckpointError, checkpoint_path, list_checkpoints
 from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config, settings_in_use
 from agents.run.training import (
     CHECKPOINT_DIR,
@@ -413,21 +413,33 @@ class RunScores:
         return self.scores[[self.steps.index(end) for end in self.sequence.ends]]
 
 
-def read_run(run_dir: Path) -> RunScores:
-    """The scores a finished run logged under ``eval/`` (missing segment ends evaluated from their checkpoints)."""
+def read_run(run_dir: Path, rescore: bool = False) -> RunScores:
+    """The scores a finished run logged under ``eval/`` (missing segment ends evaluated from their checkpoints).
+
+    ``rescore``: every checkpoint is evaluated again with today's evaluation code instead (cached per checkpoint in
+    ``RUN_DIR/eval/cache``, so ``scripts/evaluate.py`` on the runs can fill it beforehand, in parallel): for runs whose
+    logged scores came from an older evaluation code.
+    """
     config = load_config(run_dir / CONFIG_NAME)
     sequence = config.sequence.build()
     games = list(sequence.games)
-    logged = logged_scores(run_dir / TENSORBOARD_DIR, games)
     e = config.eval
+    settings = EvalSettings(e.episodes, e.epsilon, e.task_source, e.seed)
+
+    def evaluated(step: int, checkpoint: Path) -> list[float]:
+        cache = run_dir / EVAL_DIR / "cache" / f"step_{step:010d}.json"
+        return [r.score for r in evaluate_checkpoint(checkpoint, config, settings, cache)]
+
+    if rescore:
+        logged = {step: evaluated(step, path) for step, path in list_checkpoints(run_dir / CHECKPOINT_DIR)}
+    else:
+        logged = logged_scores(run_dir / TENSORBOARD_DIR, games)
     for end in sequence.ends:
         if end not in logged:
             checkpoint = checkpoint_path(run_dir / CHECKPOINT_DIR, end)
             if not checkpoint.is_file():
                 raise TableError(f"{run_dir} has neither a score nor a checkpoint at segment end {end}; train it again")
-            cache = run_dir / EVAL_DIR / "cache" / f"step_{end:010d}.json"
-            settings = EvalSettings(e.episodes, e.epsilon, e.task_source, e.seed)
-            logged[end] = [r.score for r in evaluate_checkpoint(checkpoint, config, settings, cache)]
+            logged[end] = evaluated(end, checkpoint)
     marker = json.loads((run_dir / MARKER).read_text()) if (run_dir / MARKER).is_file() else {}
     steps = sorted(logged)
     return RunScores(
@@ -520,11 +532,12 @@ def build_table(
     reps: int = 50_000,
     settings: dict | None = None,
     finished_only: bool = False,
+    rescore: bool = False,
 ) -> Table:
     """Read every run of ``specs`` back from ``out`` and compute each method's metrics.
 
     ``finished_only``: build from the runs finished so far (a table still running, or grown across sessions); the
-    notes say how many seeds each method has.
+    notes say how many seeds each method has. ``rescore``: score every run's checkpoints again (``read_run``).
     """
     if finished_only:
         planned = Counter(s.method for s in specs)
@@ -539,7 +552,7 @@ def build_table(
     reference_runs = []
     for spec in specs:
         if spec.method == REFERENCE:
-            run = read_run(run_dir_of(out, spec))
+            run = read_run(run_dir_of(out, spec), rescore)
             reference[str(spec.game)].append(float(run.scores[-1, 0]))
             reference_runs.append(run)
     table = Table(sequence, random, reference, reference_runs, [], dict(settings or {}), preset_notes(sequence))
@@ -552,7 +565,7 @@ def build_table(
         table.notes.append(f"single-task reference not above random on {', '.join(low)}: normalised scores undefined")
     random_row = np.array([random[g] for g in games])
     for method in dict.fromkeys(s.method for s in specs if s.method != REFERENCE):
-        runs = [read_run(run_dir_of(out, s)) for s in specs if s.method == method]
+        runs = [read_run(run_dir_of(out, s), rescore) for s in specs if s.method == method]
         normalised = [normalize(run.retention(), random_row, table.reference_mean()) for run in runs]
         metrics = [run_metrics(n, runs[0].trained) for n in normalised]
         per_game = {key: np.array([m[key] for m in metrics]) for key in METRICS}
