@@ -104,9 +104,10 @@ def play_game(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     seeds = [episode_seed(seed, i) for i in range(episodes)]
     first = copy.deepcopy(source)
-    scores, tasks = _play(model, game, [first], settings, seeds[:1], epsilon)
+    scores, tasks = play_episodes(model, game, [first], settings, seeds[:1], epsilon)
     if episodes > 1:
-        rest, rest_tasks = _play(model, game, [copy.deepcopy(first) for _ in seeds[1:]], settings, seeds[1:], epsilon)
+        rest_sources = [copy.deepcopy(first) for _ in seeds[1:]]
+        rest, rest_tasks = play_episodes(model, game, rest_sources, settings, seeds[1:], epsilon)
         scores, tasks = scores + rest, tasks + rest_tasks
     return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], model.policy.n_tasks)
 
@@ -123,22 +124,10 @@ def play_episodes(
     settings: AtariSettings,
     seeds: Sequence[int],
     epsilon: float,
-) -> GameEvaluation:
-    """One episode of ``game`` per seed, each with its own task source, played in lockstep (one batched forward a
-    step); the sources are used as they are (copy them to keep the originals)."""
-    scores, tasks = _play(model, game, sources, settings, seeds, epsilon)
-    return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], model.policy.n_tasks)
-
-
-def _play(
-    model: ContinualDQN,
-    game: str,
-    sources: Sequence[TaskSource],
-    settings: AtariSettings,
-    seeds: Sequence[int],
-    epsilon: float,
 ) -> tuple[list[float], Counter[int]]:
-    """``play_episodes``' scores (in seed order) and how many steps each task id played."""
+    """One episode of ``game`` per seed, each with its own task source (used as it is: copy it to keep the
+    original), played in lockstep with one batched forward per step; the scores in seed order and how many steps each
+    task id played."""
     if len(sources) != len(seeds):
         raise ValueError(f"one task source per episode: {len(sources)} sources for {len(seeds)} seeds")
     known = model.policy.n_tasks
