@@ -6,8 +6,9 @@ python scripts/probe_rehearsal.py [--game MinAtar/Breakout] [--steps 10000] [--u
 In the MinAtar table (docs/RESULTS.md) rehearsal's Breakout fell in every seed while SpaceInvaders was trained,
 where fine-tuning's did not. Rehearsal is the only method there that keeps taking TD steps on an earlier task's
 memory, which no longer grows: offline Q-learning, known to drift where the data do not constrain the Q-values. This
-probe isolates that term: it trains ``--game`` alone with the table's preset for ``--steps`` agent steps, then takes
-``--updates`` TD updates on that task's own memory only (batch 32, target synced every 250 updates, as the preset's
+probe isolates that term: it trains ``--game`` alone with the table's preset for ``--steps`` agent steps (at least
+the preset's ``learning_starts``, or the agent takes no update), then takes ``--updates`` of the agent's own updates
+(``ContinualDQN.train``) on that task's memory only (batch 32, target synced every 250 updates, as the preset's
 1,000 agent steps at one update per 4), and scores the game (16 episodes, ε = 0.05) before and after. A second score
 before the updates, with other episode seeds, shows the evaluation's own noise.
 """
@@ -20,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from agents.evaluation.play import evaluate_game
 from agents.run.config import ConfigError, load_config
@@ -38,15 +38,9 @@ def probe(game: str, steps: int, updates: int, seed: int) -> tuple[float, float,
         model = train(config, Path(tmp) / "run").model
     before = float(np.mean(evaluate_game(model, game, 0, config.env, episodes=16, seed=100 + seed)))
     noise = float(np.mean(evaluate_game(model, game, 0, config.env, episodes=16, seed=200 + seed)))
-    model.policy.set_training_mode(True)
-    for update in range(updates):
-        loss = model.td_loss(model.sample(0, 32), 0)
-        model.policy.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.policy.parameters(), model.max_grad_norm)
-        model.policy.optimizer.step()
-        if (update + 1) % 250 == 0:
-            model.q_net_target.load_state_dict(model.q_net.state_dict())
+    for done in range(0, updates, 250):  # the agent's own update (ContinualDQN.train) on the current task's memory
+        model.train(gradient_steps=min(250, updates - done), batch_size=32)
+        model.q_net_target.load_state_dict(model.q_net.state_dict())
     after = float(np.mean(evaluate_game(model, game, 0, config.env, episodes=16, seed=100 + seed)))
     return before, noise, after
 

@@ -88,14 +88,15 @@ def play_game(
 ) -> GameEvaluation:
     """``episodes`` full episodes of ``game`` played ε-greedily, each step's task id from ``source``.
 
-    The agent meets the game as it would in training: the first episode is played alone by ``source``, so an
-    inferred task source reports its previous task until its decision window closes (the detection delay) and then
-    recognises the game. The other episodes run side by side, one env and one copy of that recognising source each,
-    so every step is one forward over all of them rather than one per episode (a MinAtar Freeway episode is 2,500
-    steps: the forward was most of an evaluation). Giving every episode a copy of the source from *before* the game
-    would replay the detection delay in each one: in MinAtar Breakout the first ball falls within those steps.
-    Episode ``i`` has its own env and ε generator seeded from ``(seed, i)``, so its score does not depend on how many
-    episodes run beside it (``tests/test_evaluation_play.py`` checks both).
+    The agent meets the game as it would in training: the first episode is played alone by ``source`` (which it
+    advances: pass a copy to keep the original, as ``evaluate_games`` does), so an inferred task source reports its
+    previous task until its decision window closes (the detection delay) and then recognises the game. The other
+    episodes run side by side, one env and one copy of that recognising source each, so every step is one forward
+    over all of them rather than one per episode (a MinAtar Freeway episode is 2,500 steps: the forward was most of
+    an evaluation). Giving every episode a copy of the source from *before* the game would replay the detection
+    delay in each one: in MinAtar Breakout the first ball falls within those steps. Episode ``i`` has its own env
+    and ε generator seeded from ``(seed, i)``, so its score does not depend on how many episodes run beside it
+    (``tests/test_evaluation_play.py`` checks both).
 
     A task id the network does not have yet is played with fresh gains and biases on the shared weights (a copy of
     the network), as a new task would start. The active task is restored afterwards.
@@ -103,10 +104,9 @@ def play_game(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     seeds = [episode_seed(seed, i) for i in range(episodes)]
-    first = copy.deepcopy(source)
-    scores, tasks = play_episodes(model, game, [first], settings, seeds[:1], epsilon)
+    scores, tasks = play_episodes(model, game, [source], settings, seeds[:1], epsilon)
     if episodes > 1:
-        rest_sources = [copy.deepcopy(first) for _ in seeds[1:]]
+        rest_sources = [copy.deepcopy(source) for _ in seeds[1:]]
         rest, rest_tasks = play_episodes(model, game, rest_sources, settings, seeds[1:], epsilon)
         scores, tasks = scores + rest, tasks + rest_tasks
     return GameEvaluation(game, tuple(scores), tasks.most_common(1)[0][0], model.policy.n_tasks)
