@@ -3,6 +3,7 @@
 
 python scripts/bench_retention.py PRESET [--methods finetune ewc ...] [--seeds 3] [--task-source fmn|oracle]
     [--jobs N] [--threads 1] [--out DIR] [--steps-scale F] [--set key=value ...] [--reps 50000]
+    [--report-only] [--rescore]
 
 Each method × seed trains as an ordinary run in OUT/runs/<method>__seed<k>/, and each game of the preset alone for
 as many agent steps as it gets in the whole sequence in OUT/runs/reference__<game>__seed<k>/ (fine-tuning, true
