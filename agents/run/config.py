@@ -117,6 +117,10 @@ class AgentConfig:
     exploration_initial_eps: float = 1.0  # ε at a task's first step
     exploration_final_eps: float = 0.01  # ε after annealing
     exploration_steps: int = 1_000_000  # agent steps of annealing, counted per task
+    # 'epsilon': ε-greedy (DQN); 'ez_greedy': each exploratory action held for n ~ zeta(ez_mu) steps (Dabney et al.
+    # 2021), which reaches rewards a random walk does not (MinAtar Freeway); cl_rl/exploration.py
+    exploration: Literal["epsilon", "ez_greedy"] = "epsilon"
+    ez_mu: float = 2.0  # zeta exponent of ez-greedy's durations (the paper's 2; must be > 1)
     max_grad_norm: float = 10.0  # gradient clipping
     # replay storage: 'frames' stores each frame once (~7 KB per 84×84 transition); 'sb3' is SB3's ReplayBuffer (56 KB;
     # 2 KB per MinAtar transition, whose grids are not frame stacks: MinAtar needs 'sb3')
@@ -131,6 +135,8 @@ class AgentConfig:
         for name in ("exploration_initial_eps", "exploration_final_eps", "gamma"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"agent.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.ez_mu <= 1.0:
+            raise ConfigError(f"agent.ez_mu must be > 1 (the zeta distribution's exponent), got {self.ez_mu}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0:
             raise ConfigError("agent.learning_rate and agent.max_grad_norm must be > 0")
         if self.replay_memory_gb < 0:

@@ -129,6 +129,8 @@ def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
         task_source=make_task_source(config),
         double_dqn=a.double_dqn,
         exploration_steps=a.exploration_steps,
+        exploration=a.exploration,
+        ez_mu=a.ez_mu,
         learning_rate=a.learning_rate,
         buffer_size=a.buffer_size,
         learning_starts=a.learning_starts,

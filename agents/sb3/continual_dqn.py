@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from agents.run.rng import capture_rng_state
 from agents.sb3.policy import ContinualDQNPolicy
 from agents.sb3.replay import PerTaskReplayBuffer
-from cl_rl.exploration import PerTaskEpsilon
+from cl_rl.exploration import PerTaskEpsilon, TemporallyExtendedExploration
 from cl_rl.methods import NONE, ContinualMethod, Stats, Transitions, build_methods
 from cl_rl.regularizer import total_penalty
 from cl_rl.targets import td_target
@@ -46,6 +46,10 @@ class ContinualDQN(DQN):
         from ``info['game']``).
     :param double_dqn: use the Double-DQN target (the EWC paper's agent is a Double DQN).
     :param exploration_steps: agent steps over which ε anneals, counted *per task*.
+    :param exploration: ``epsilon`` (ε-greedy, as DQN) or ``ez_greedy`` (each exploratory action repeated for a
+        zeta-distributed number of steps, also during the uniform-random warm-up: ``cl_rl.exploration.
+        TemporallyExtendedExploration``).
+    :param ez_mu: the zeta exponent of ez-greedy's durations (the paper's 2).
     :param learning_starts: transitions a task's own buffer must hold before that task is trained (per task).
     :param buffer_size: capacity of *each* task's replay buffer.
     :param method: the continual-learning method(s) by registry name (``cl_rl.methods.REGISTRY``): ``none``,
@@ -71,6 +75,8 @@ class ContinualDQN(DQN):
         task_source: TaskSource | None = None,
         double_dqn: bool = True,
         exploration_steps: int = 1_000_000,
+        exploration: str = "epsilon",
+        ez_mu: float = 2.0,
         method: str = NONE,
         method_settings: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
@@ -87,6 +93,9 @@ class ContinualDQN(DQN):
         self.task_source: TaskSource = task_source if task_source is not None else OracleTaskSource()
         self.double_dqn = double_dqn
         self.epsilon = PerTaskEpsilon(self.exploration_initial_eps, self.exploration_final_eps, exploration_steps)
+        if exploration not in ("epsilon", "ez_greedy"):
+            raise ValueError(f"exploration must be 'epsilon' or 'ez_greedy', got {exploration!r}")
+        self.ez = TemporallyExtendedExploration(ez_mu) if exploration == "ez_greedy" else None
         self.method = method
         self.method_settings = dict(method_settings or {})
         self.method_state: dict[str, dict] = {}  # filled by `save`, read back by `_setup_model` after `load`
@@ -175,6 +184,8 @@ class ContinualDQN(DQN):
                 self.logger.record(f"consolidation/{m.name}/seconds", time.perf_counter() - started)
             self.task_switches += 1
         self._activate(task)
+        if self.ez is not None:
+            self.ez.end_holds()  # a new game: what was being explored belongs to the old one
         self.logger.record("task/current", task)
         self.logger.record("task/n_tasks", self.n_tasks_created)
         self.logger.record("task/switches", self.task_switches)
@@ -182,7 +193,11 @@ class ContinualDQN(DQN):
     # --- the SB3 loop's hooks -----------------------------------------------------------------------------------
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1):
         # Uniform random actions until the *current task's* buffer holds `learning_starts` transitions (all envs').
-        if self.replay_buffer.transitions() < learning_starts:
+        warm_up = self.replay_buffer.transitions() < learning_starts
+        if self.ez is not None:  # ez-greedy; its warm-up is ε = 1 with repeats
+            epsilon = 1.0 if warm_up else self.exploration_rate
+            action = self.ez.choose(epsilon, n_envs, self.action_space.sample, self._greedy_of_envs)
+        elif warm_up:
             action = np.array([self.action_space.sample() for _ in range(n_envs)])
         else:
             action = self._act(self._last_obs)  # type: ignore[arg-type]
@@ -197,6 +212,15 @@ class ContinualDQN(DQN):
         """
         if np.random.rand() < self.exploration_rate:
             return np.array([self.action_space.sample() for _ in range(len(observations))])
+        return self._greedy(observations)
+
+    def _greedy_of_envs(self, envs: np.ndarray) -> np.ndarray:
+        observations = self._last_obs
+        assert isinstance(observations, np.ndarray)
+        return self._greedy(observations if len(envs) == len(observations) else observations[envs])
+
+    def _greedy(self, observations: np.ndarray) -> np.ndarray:
+        """The greedy actions for a batch of observations (the methods' acting contexts on)."""
         with th.inference_mode(), ExitStack() as acting:
             for m in self.methods:
                 acting.enter_context(m.acting())  # e.g. VCL's Thompson-style sampled weights
@@ -205,6 +229,8 @@ class ContinualDQN(DQN):
 
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:  # type: ignore[override]
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        if self.ez is not None and dones.any():
+            self.ez.end_holds(np.flatnonzero(dones))
         self._observe_task(new_obs, dones, infos)
 
     def _on_step(self) -> None:
