@@ -126,11 +126,20 @@ class AgentConfig:
     # 2 KB per MinAtar transition, whose grids are not frame stacks: MinAtar needs 'sb3')
     replay: Literal["frames", "sb3"] = "frames"
     replay_memory_gb: float = 0.0  # budget for all tasks' buffers together, GiB (0: none); oldest tasks freed first
+    # n-step TD targets (Sutton 1988; Rainbow's n = 3): rewards summed over n steps, bootstrapped with γ^n, cut at an
+    # episode's end or a switch; SB3's NStepReplayBuffer, so 'sb3' replay only; 1: the one-step DQN target
+    n_step: int = 1
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "buffer_size", "train_freq", "gradient_steps", "target_update_interval", "n_envs"):
             _at_least(f"agent.{name}", getattr(self, name), 1)
         _at_least("agent.learning_starts", self.learning_starts, 0)
+        _at_least("agent.n_step", self.n_step, 1)
+        if self.n_step > 1 and self.replay != "sb3":
+            raise ConfigError(
+                f"agent.n_step={self.n_step} needs agent.replay: sb3 (SB3's NStepReplayBuffer); the frame replay "
+                "('frames') keeps one-step transitions only: set agent.replay=sb3 or agent.n_step=1"
+            )
         _at_least("agent.exploration_steps", self.exploration_steps, 0)
         for name in ("exploration_initial_eps", "exploration_final_eps", "gamma"):
             if not 0.0 <= getattr(self, name) <= 1.0:

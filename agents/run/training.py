@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import yaml
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
@@ -144,7 +144,8 @@ def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
         max_grad_norm=a.max_grad_norm,
         policy_kwargs={"network": a.network, "gains": a.gains},
         replay_buffer_kwargs={
-            "buffer_class": FrameStackReplayBuffer if a.replay == "frames" else ReplayBuffer,
+            "buffer_class": FrameStackReplayBuffer if a.replay == "frames" else replay_class(a.n_step),
+            "buffer_kwargs": {"n_steps": a.n_step, "gamma": a.gamma} if a.n_step > 1 else None,
             "memory_budget": int(a.replay_memory_gb * 2**30),
         },
         method=config.method.name,
@@ -152,6 +153,11 @@ def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
         seed=config.run.seed,
         device=config.run.device,
     )
+
+
+def replay_class(n_step: int) -> type[ReplayBuffer]:
+    """SB3's buffer for one-step targets, or its ``NStepReplayBuffer`` (n-step returns and γ^n per sample)."""
+    return NStepReplayBuffer if n_step > 1 else ReplayBuffer
 
 
 def method_settings(config: Config) -> dict[str, Any]:
