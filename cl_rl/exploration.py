@@ -55,12 +55,14 @@ class TemporallyExtendedExploration:
 
     ε-greedy whose exploratory action is *repeated*: an env that is not already exploring explores with probability
     ε, then draws an action uniformly and a duration n ~ zeta(μ) (P(n) ∝ n^−μ; the paper's μ = 2), and takes that
-    action for n agent steps. Plain ε-greedy is a random walk, which in a game such as Freeway (27 steps "up" with no
-    car, random play ~0.2 crossings per episode) almost never reaches a reward; a heavy-tailed repeat gets there.
+    action for n agent steps in all, the step of the draw included (n ≥ 1: a hold of 1 is plain ε-greedy's draw).
+    Plain ε-greedy is a random walk, which in a game such as Freeway (27 steps "up" with no car, random play ~0.2
+    crossings per episode) almost never reaches a reward; a heavy-tailed repeat gets there.
 
-    State per env (the action held and the steps left); a hold ends early at the env's episode end and when the task
-    switches. Draws come from ``np.random`` and the action space's own generator, as SB3's ε-greedy does, so that a
-    checkpoint's RNG state (``agents.run.rng``) restores them; the holds are saved with the agent.
+    State per env (the action held and the steps left); a hold ends early at the env's episode end, when the task
+    switches and when a resumed run starts fresh episodes. Draws come from ``np.random`` and the action space's own
+    generator, as SB3's ε-greedy does, so that a checkpoint's RNG state (``agents.run.rng``) restores them; the holds
+    are saved with the agent.
     """
 
     def __init__(self, mu: float = 2.0, max_duration: int = 10_000) -> None:

@@ -163,3 +163,48 @@ def test_the_agent_explores_with_held_actions_saves_its_holds_and_ends_them_at_a
     stream.close()
     with pytest.raises(Exception, match="ez_mu must be > 1"):
         load_config(REPO / "configs" / "minatar_table.yaml", ["agent.ez_mu=1.0"])
+
+
+def test_with_two_envs_each_episode_starts_a_new_hold_and_greedy_acts_on_its_own_envs_observation(tmp_path):
+    """Holds of μ ≈ 1 last thousands of steps unless an episode's end (or a resumed run) ends them: 20-step episodes."""
+    from stable_baselines3.common.logger import configure
+
+    from agents.run.config import load_config
+    from agents.run.training import make_agent, make_stream
+    from tests.conftest import REPO
+
+    overrides = [
+        "sequence.segments=[{game: MinAtar/Breakout, steps: 400}]",
+        "agent.exploration=ez_greedy",
+        "agent.ez_mu=1.001",
+        "agent.n_envs=2",
+        "agent.learning_starts=400",  # ε = 1 throughout: every step explores
+        "agent.buffer_size=1000",
+        "env.minatar.max_episode_steps=20",
+        "task.source=oracle",
+    ]
+    config = load_config(REPO / "configs" / "minatar_table.yaml", overrides)
+    stream, env = make_stream(config, config.sequence.build())
+    model = make_agent(config, env)
+    model.set_logger(configure(str(tmp_path / "tb"), ["tensorboard"]))
+    model.learn(398)
+    buffer = model.replay_buffer.buffer(0)
+    actions, dones = buffer.actions[: buffer.pos, :, 0], buffer.dones[: buffer.pos]
+    same = actions[1:] == actions[:-1]  # (row, env): the action of the row before is taken again
+    starts = dones[:-1].astype(bool)  # rows that start an episode (the row before ended one)
+    assert starts.sum() >= 20
+    # A new hold at each episode's start: the same action again only by the uniform draw's chance (1/6) ...
+    assert same[starts].mean() < 0.4
+    # ... while within an episode the hold goes on (μ ≈ 1: durations of thousands of steps, mostly)
+    assert same[~starts].mean() > 0.9
+    # Greedy actions of a subset of envs come from those envs' own observations.
+    obs = np.stack([buffer.observations[5, 0], buffer.observations[9, 1]])
+    model._last_obs = obs
+    assert model._greedy_of_envs(np.array([1]))[0] == model._greedy(obs[1:])[0]
+    assert model._greedy_of_envs(np.array([0]))[0] == model._greedy(obs[:1])[0]
+    # A resumed run starts fresh episodes: no hold carries into them.
+    model.ez.left[:] = 3
+    model._last_obs = None
+    model._setup_learn(10, reset_num_timesteps=False)
+    assert np.all(model.ez.left == 0)
+    stream.close()

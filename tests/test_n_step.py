@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from stable_baselines3.common.logger import configure
 
 from agents.run.config import ConfigError, load_config
 from agents.run.training import make_agent, make_stream
+from agents.sb3.replay import PerTaskReplayBuffer
 from tests.conftest import REPO
 
 PRESET = REPO / "configs" / "minatar_table.yaml"
@@ -80,3 +82,52 @@ def test_n_step_needs_sb3_replay_and_n_at_least_one():
         load_config(PRESET, ["agent.n_step=3", "agent.replay=frames"])
     with pytest.raises(ConfigError, match=r"agent\.n_step"):
         load_config(PRESET, ["agent.n_step=0"])
+
+
+def _add(buffer: PerTaskReplayBuffer, reward: float, done: bool = False) -> None:
+    obs = np.zeros((1, 1), dtype=np.float32)
+    buffer.add(obs, obs + reward, np.zeros((1, 1)), np.array([reward]), np.array([done]), [{}])
+
+
+def test_an_n_step_return_stops_at_a_mid_episode_switch_and_keeps_a_terminal():
+    """Task 0 stores rewards 1, 2 and hands over in mid-episode (an inferred switch); on its revisit it stores 100, 200.
+
+    The revisit's rows follow the old ones in task 0's buffer, but they are other play: the return of the row with
+    reward 2 must stop there (2, bootstrapped with γ), not run on into 100 and 200.
+    """
+    space = gym.spaces.Box(-1e3, 1e3, (1,), np.float32)
+    per_task = PerTaskReplayBuffer(
+        10, space, gym.spaces.Discrete(2), device="cpu", buffer_class=NStepReplayBuffer,
+        buffer_kwargs={"n_steps": 3, "gamma": 0.5},
+    )  # fmt: skip
+    per_task.add_task(), per_task.add_task()
+    per_task.set_task(0)
+    _add(per_task, 1.0), _add(per_task, 2.0)
+    per_task.set_task(1)
+    _add(per_task, 7.0, done=True)
+    per_task.set_task(0)  # the revisit
+    _add(per_task, 100.0), _add(per_task, 200.0)
+    per_task.set_task(1)
+    samples = per_task.buffer(0)._get_samples(np.array([0, 1, 2]))
+    assert samples.rewards.ravel().tolist() == [1 + 0.5 * 2, 2, 100 + 0.5 * 200]
+    assert samples.discounts.ravel().tolist() == [0.25, 0.5, 0.25]
+    assert samples.dones.ravel().tolist() == [0, 0, 0]
+    terminal = per_task.buffer(1)._get_samples(np.array([0]))  # a row that is done keeps its terminal
+    assert terminal.dones.ravel().tolist() == [1] and terminal.rewards.ravel().tolist() == [7]
+    # One-step buffers are left alone: only the n-step buffer reads across rows.
+    plain = PerTaskReplayBuffer(10, space, gym.spaces.Discrete(2), device="cpu")
+    plain.add_task(), plain.add_task()
+    plain.set_task(0)
+    _add(plain, 1.0)
+    plain.set_task(1)
+    assert not plain.buffer(0).timeouts.any()
+
+
+def test_a_resumed_learn_cuts_the_newest_row_of_the_task(n_step_run):
+    model = n_step_run
+    buffer = model.replay_buffer.buffer(model.current_task)
+    newest = (buffer.pos - 1) % buffer.buffer_size
+    buffer.timeouts[newest] = buffer.dones[newest] = False  # as if stored in mid-episode
+    model._last_obs = None  # a loaded model: its env starts a fresh episode
+    model._setup_learn(10, reset_num_timesteps=False)
+    assert buffer.timeouts[newest].all()

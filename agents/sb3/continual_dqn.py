@@ -138,6 +138,10 @@ class ContinualDQN(DQN):
         resets = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, *args)
         if resets:
+            # The env starts a fresh episode: the play stored last (before a save, say) does not go on from here.
+            self.replay_buffer.cut()
+            if self.ez is not None:
+                self.ez.end_holds()
             self._observe_task(self._last_obs, [True])  # type: ignore[arg-type]
         return result
 

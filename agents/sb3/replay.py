@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecNormalize
@@ -123,12 +123,29 @@ class PerTaskReplayBuffer(ReplayBuffer):
     def set_task(self, task: int) -> None:
         if not 0 <= task < len(self.buffers):
             raise ValueError(f"no replay buffer for task {task} ({len(self.buffers)} exist); add_task() first")
+        if task != self.active:
+            self.cut()  # an inferred switch may come in mid-episode: the old task's next rows are other play
         self.active = task
         self.activations += 1
         self.last_active[task] = self.activations
         if self.buffers[task] is None:  # freed for the budget: start an empty one
             self.buffers[task] = self._new_buffer()
             self._enforce_budget(keep=task)
+
+    def cut(self) -> None:
+        """Mark the active buffer's newest row (every env's) as a truncation, so that no n-step return runs past it.
+
+        Needed where the rows stored next in this buffer do not continue that play: a task switch in mid-episode (an
+        inferred task changes while the game goes on; on a revisit its rows follow the old ones) and a resumed run
+        (it starts a fresh episode). As SB3's ``NStepReplayBuffer`` does for the row being written: a row that is done
+        keeps its terminal, one that is not becomes a timeout (its return bootstraps from its own next observation).
+        Only the n-step buffer reads across rows, so only it is marked: one-step buffers stay as they were.
+        """
+        buffer = self.buffers[self.active] if 0 <= self.active < len(self.buffers) else None
+        if not isinstance(buffer, NStepReplayBuffer) or buffer.size() == 0:
+            return
+        row = (buffer.pos - 1) % buffer.buffer_size
+        buffer.timeouts[row] = np.logical_or(buffer.timeouts[row], np.logical_not(buffer.dones[row]))
 
     def buffer(self, task: int | None = None) -> ReplayBuffer:
         """The buffer of ``task`` (default: the active task)."""
