@@ -125,6 +125,15 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     assert np.array(run["retention_normalised"])[:, 0] == pytest.approx(pong)
     raw = " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in run["retention_score"])  # one seed: its own
     assert "## Raw scores after each segment" in first and f"| ewc | {raw} |" in first
+    # Worst drop per game, by hand from the normalised matrix: Pong (trained in segments 1 and 3) below its best own
+    # score after segment 1 at the later segment ends 2 and 3; Breakout has no scale here (its tiny reference is not
+    # above random), so no drop: "–".
+    norm = np.array(run["retention_normalised"], dtype=float)
+    pong_drop = norm[0, 0] - min(norm[1, 0], norm[2, 0])
+    assert np.isnan(norm[:, 1]).all() and np.isfinite(pong_drop)
+    per_game = np.array(run["per_game"]["worst_drop"], dtype=float)
+    assert per_game[0] == pytest.approx(pong_drop) and np.isnan(per_game[1])
+    assert "## Worst drop per game" in first and f"| ewc | {pong_drop:.2f} | – |" in first
 
     # --rescore scores every checkpoint again instead of reading the logged scores: the same numbers here, where
     # training logged them with today's evaluation code.

@@ -641,12 +641,29 @@ def format_markdown(table: Table) -> str:
         seeds = ", ".join(f"{v:.2f}" for v in table.reference[game])
         rnd = table.random[game]
         lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
-    lines += ["", *_segment_end_scores(table)]
+    lines += ["", *_per_game_worst_drop(table), "", *_segment_end_scores(table)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if s.get("command"):
         lines += ["", f"Command: `{s['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _per_game_worst_drop(table: Table) -> list[str]:
+    """Each method's worst drop on every game (mean of seeds): which game a method loses, which the pooled IQM of
+    the table's column hides when one game carries the forgetting and the others carry noise."""
+    short = [game.split("/")[-1] for game in table.games]
+    lines = [
+        "## Worst drop per game (mean of seeds)",
+        "",
+        "| method | " + " | ".join(short) + " |",
+        "|---" * (1 + len(short)) + "|",
+    ]
+    for row in table.rows:
+        per_game = row.per_game["worst_drop"]  # seeds × games, NaN where a game has no later segment end
+        means = [np.nanmean(col) if np.isfinite(col).any() else np.nan for col in per_game.T]
+        lines.append(f"| {row.method} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in means) + " |")
+    return lines
 
 
 def _segment_end_scores(table: Table) -> list[str]:
