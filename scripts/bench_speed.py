@@ -10,6 +10,7 @@ ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
     python scripts/bench_speed.py --minatar --variants sb3,plain,full    # MinAtar network, one update per step
     python scripts/bench_speed.py --minatar --n-envs 1,2,4,8             # several envs, same updates per transition
     python scripts/bench_speed.py --bare --threads 1                    # CPU ms of a MinAtar step's network work alone
+    python scripts/bench_speed.py --bare --compile --threads 1          # ... and with the loss through torch.compile
     python scripts/bench_speed.py --n-envs 1,2,4 --vector python,cpp      # this agent also on the C++ vector env
 
 The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: CPU ms of one MinAtar step's network work alone (act + update), this agent's and SB3's",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --bare: also this agent's step with its loss through torch.compile (and the compile's seconds)",
+    )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
     parser.add_argument(
         "--n-envs",
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"only), got {args.vector!r}"
             )
         variants = with_vectors(variants, vectors)
+        if args.compile and not args.bare:
+            raise ValueError("--compile times the bare MinAtar step: give it with --bare")
         if args.repeats < 1 or args.threads < 1:
             raise ValueError(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
         make = BenchSettings.for_minatar if args.minatar else BenchSettings
@@ -177,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.bare:
         print(f"CPU ms per MinAtar step, network work alone (act + update), torch threads {torch.get_num_threads()}:")
-        for name, ms in time_bare_steps(args.repeats).items():
-            print(f"  {name:<12} {ms:8.2f}")
+        for name, ms in time_bare_steps(args.repeats, compile=args.compile).items():
+            print(f"  {name:<20} {ms:8.2f}")
         return 0
     print(
         f"{settings.game}, seed {settings.seed}: {settings.steps} timed agent steps per run after "

@@ -602,13 +602,17 @@ def time_update_levers(network: str = "nature", repeats: int = 5, iters: int = 1
 
 
 # --- the operators' own time --------------------------------------------------------------------------------------
-def time_bare_steps(repeats: int = 3, iters: int = 300, seed: int = 0) -> dict[str, float]:
+def time_bare_steps(repeats: int = 3, iters: int = 300, seed: int = 0, compile: bool = False) -> dict[str, float]:
     """CPU ms of one MinAtar agent step's network work alone: a batch-1 act forward and one DQN update of 32 (target
     and online forwards, Huber loss, backward, clipping, Adam), in a bare loop without env, replay or RL loop.
 
     ``this agent``: the ``minatar`` network with per-task gains and fused Adam; ``sb3``: ``MinAtarCNN`` in SB3's
     ``DQNPolicy`` with its default (single-tensor) Adam. What a step of either agent costs beyond these is Python
     and the env; the ratio of the two bounds what removing that Python could give (docs/SPEED.md).
+
+    ``compile``: also ``this agent, compiled``: the same step with its losses' forward (target, online, Huber) through
+    ``torch.compile`` (inductor; the backward comes from AOTAutograd's compiled graph), the act, clipping and Adam
+    eager; the key ``compile seconds`` is the first call's compile time.
     """
     th.manual_seed(seed)
     space, actions_space = spaces.Box(0, 255, (10, 10, 10), np.uint8), spaces.Discrete(6)
@@ -620,24 +624,41 @@ def time_bare_steps(repeats: int = 3, iters: int = 300, seed: int = 0) -> dict[s
     acts, rewards, dones = th.randint(0, 6, (32, 1)), th.rand(32, 1), th.zeros(32, 1)
     one = obs[:1]
 
-    def step(policy: DQNPolicy) -> None:
-        with th.inference_mode():
-            policy.q_net(one).argmax(dim=1).cpu()
+    def td_loss(policy: DQNPolicy) -> th.Tensor:
         with th.no_grad():
             target = rewards + (1 - dones) * 0.99 * policy.q_net_target(next_obs).max(dim=1, keepdim=True)[0]
-        loss = F.smooth_l1_loss(policy.q_net(obs).gather(1, acts), target)
+        return F.smooth_l1_loss(policy.q_net(obs).gather(1, acts), target)
+
+    def step(policy: DQNPolicy, loss_of: Callable[[DQNPolicy], th.Tensor] = td_loss) -> None:
+        with th.inference_mode():
+            policy.q_net(one).argmax(dim=1).cpu()
+        loss = loss_of(policy)
         policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), 10.0)
         policy.optimizer.step()
 
-    times: dict[str, list[float]] = {"this agent": [], "sb3": []}
+    variants: list[tuple[str, DQNPolicy, Callable[[DQNPolicy], th.Tensor]]] = [
+        ("this agent", ours, td_loss),
+        ("sb3", sb3, td_loss),
+    ]
+    compile_seconds = None
+    if compile:
+        compiled = th.compile(td_loss)
+        started = time.perf_counter()
+        step(ours, compiled)
+        compile_seconds = time.perf_counter() - started
+        variants.append(("this agent, compiled", ours, compiled))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for _ in range(repeats):
-        for name, policy in (("this agent", ours), ("sb3", sb3)):
+        for name, policy, loss_of in variants:
             for _ in range(20):
-                step(policy)
+                step(policy, loss_of)
             started = time.process_time()
             for _ in range(iters):
-                step(policy)
+                step(policy, loss_of)
             times[name].append((time.process_time() - started) / iters * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    result = {name: float(np.median(t)) for name, t in times.items()}
+    if compile_seconds is not None:
+        result["compile seconds"] = compile_seconds
+    return result
