@@ -142,6 +142,13 @@ def test_bare_steps_time_both_networks():
     assert set(times) == {"this agent", "sb3"} and all(0 < ms < 10_000 for ms in times.values())
 
 
+def test_bare_steps_with_compile_time_the_compiled_step_too_and_need_bare():
+    times = time_bare_steps(repeats=1, iters=2, compile=True)
+    assert set(times) == {"this agent", "sb3", "this agent, compiled", "compile seconds"}
+    assert all(0 < v < 10_000 for v in times.values())
+    assert main(["--compile"]) == 2  # --compile without --bare: refused with a message
+
+
 def test_cpp_vector_twins_run_this_agent_on_the_cpp_env() -> None:
     assert with_vectors(("sb3", "plain", "full"), ("python",)) == ("sb3", "plain", "full")
     twins = with_vectors(("sb3", "plain", "full"), ("python", "cpp"))
