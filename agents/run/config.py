@@ -207,6 +207,23 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    """What a run logs besides SB3's own scalars (agents/run/plasticity.py)."""
+
+    # agent steps between the plasticity diagnostics (plasticity/…: dormant units, feature ranks, norms, churn; 0:
+    # only at task switches); 1,000 costs about 1 % of a MinAtar run (docs/PLASTICITY.md, scripts/bench_speed.py)
+    plasticity_every: int = 1_000
+    probe_size: int = 256  # states of each task's replay memory in its fixed probe batch
+    dormant_tau: float = 0.025  # a unit is τ-dormant when its normalised mean activation is <= τ (Sokar et al. 2023)
+
+    def __post_init__(self) -> None:
+        _at_least("log.plasticity_every", self.plasticity_every, 0)
+        _at_least("log.probe_size", self.probe_size, 2)
+        if self.dormant_tau < 0:
+            raise ConfigError(f"log.dormant_tau must be >= 0, got {self.dormant_tau}")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     env: EnvSettings = field(default_factory=EnvSettings)  # ALE preprocessing; env.minatar: MinAtar games' settings
@@ -215,6 +232,7 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)  # type: ignore[valid-type]
     task: TaskConfig = field(default_factory=TaskConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,8 +242,14 @@ class Config:
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
     """Read a YAML config, apply ``key.sub=value`` overrides, validate. Raises ``ConfigError``."""
     path = Path(path)
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.yaml"))) or "none"
+        raise ConfigError(
+            f"{str(path)!r} is a directory, not a config file; pass one YAML file in it (found: {found}), "
+            "e.g. configs/first_run.yaml"
+        )
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/default.yaml")
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/first_run.yaml")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

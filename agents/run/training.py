@@ -31,11 +31,12 @@ from agents.run.callbacks import (
 )
 from agents.run.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
 from agents.run.config import Config, ConfigError, flatten_settings, load_config, save_config
+from agents.run.plasticity import PlasticityCallback
 from agents.run.rng import restore_rng_state
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
 from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from agents.sb3.vector_schedule import vector_train_schedule
-from cl_rl.methods import REGISTRY
+from cl_rl.methods import REGISTRY, parse_method_names
 from cl_rl.task_inference import FlatFMN
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.game_env import frames_per_step, make_game_env
@@ -120,6 +121,22 @@ def make_task_source(config: Config) -> TaskSource:
     return FlatFMN(config.task.fmn) if config.task.source == "fmn" else OracleTaskSource()
 
 
+def describe_run(config: Config, device: torch.device) -> str:
+    """The run's first line: its games, the continual-learning method(s), where task ids come from, the device."""
+    sequence = config.sequence.build()
+    games = " → ".join(segment.game for segment in sequence.segments)
+    names = parse_method_names(config.method.name)
+    methods = (
+        " + ".join(f"{n}, {REGISTRY[n].summary}" for n in names) or "none, fine-tuning: nothing protects earlier games"
+    )
+    tasks = "inferred from the observations (fmn)" if config.task.source == "fmn" else "the true game (oracle)"
+    threads = f", {torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else ""
+    return (
+        f"{config.run.name}: {games}, {sequence.total_steps:,} agent steps\n  method: {methods}\n"
+        f"  task ids: {tasks}; device: {device}{threads}"
+    )
+
+
 def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
     a = config.agent
     train_freq, gradient_steps = vector_train_schedule(a.train_freq, a.gradient_steps, env.num_envs)
@@ -179,7 +196,7 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
     """Continue a run from its newest valid checkpoint, with the config saved in the run directory.
 
     ``overrides`` may change only ``run.*`` and ``eval.*`` settings (for this process; config.yaml is kept as it was
-    written): anything else would make the checkpoint describe a different run.
+    written), ``log.*`` settings too: anything else would make the checkpoint describe a different run.
     """
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
@@ -221,7 +238,7 @@ def _resume_overrides(saved: Config, wanted: Config) -> Config:
             f"--resume with {', '.join(shape)} changed: that changes the network shape, so the run's checkpoints "
             "cannot be loaded into it. Resume without it, or start a new run with --run-dir"
         )
-    fixed = [k for k in changed if not k.startswith(("run.", "eval."))]
+    fixed = [k for k in changed if not k.startswith(("run.", "eval.", "log."))]
     if fixed:
         raise ConfigError(
             f"--resume cannot change {', '.join(fixed)}: the checkpoint was trained with the saved values. Only run.* "
@@ -260,6 +277,7 @@ def _learn(
     remaining = sequence.total_steps - model.num_timesteps
     stop = StopRequest()
     graceful = GracefulStopCallback(stop, checkpoint_cb)
+    print(describe_run(config, model.device), flush=True)
     start = time.perf_counter()
     previous_handlers = _catch_stop_signals(stop)
     try:
@@ -269,6 +287,7 @@ def _learn(
                 callback=[
                     TaskInferenceMonitor(),  # before logging_cb, which dumps the logger at segment ends
                     logging_cb,
+                    PlasticityCallback(config.log.plasticity_every, config.log.probe_size, config.log.dormant_tau),
                     checkpoint_cb,
                     *evaluation,
                     StopAtStepCallback(sequence.total_steps),
