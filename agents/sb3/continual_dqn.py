@@ -367,6 +367,10 @@ class ContinualDQN(DQN):
     def observation_shape(self) -> tuple[int, ...]:
         return tuple(self.observation_space.shape or ())
 
+    @property
+    def optimizer(self) -> th.optim.Optimizer:
+        return self.policy.optimizer
+
     def shared_parameters(self) -> dict[str, th.nn.Parameter]:
         return dict(shared_parameters(self.q_net))
 

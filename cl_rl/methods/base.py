@@ -56,6 +56,11 @@ class AgentPort(Protocol):
         """Shape of one observation (e.g. (4, 84, 84) for ALE stacks, (10, 10, 10) for MinAtar grids)."""
         ...
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of the online network; a method may clear or edit its per-parameter state (Adam's moments)."""
+        ...
+
     def shared_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters every task shares (all but the per-task gains and biases), by name."""
         ...
