@@ -14,6 +14,8 @@ games can be averaged. A missing evaluation is NaN and is skipped where a metric
   Powers et al. 2021, CORA);
 - worst drop of game j: the largest drop, at any segment end after its first segment, below its best score so far
   after one of its own segments (forgetting measured at every segment end instead of only at the end);
+- kept fraction of game j: the smallest share of its gain over random play (best score after its own segments minus
+  the random score) left at any later segment end: 1 kept all, 0 back to random play;
 - backward transfer: mean over games of R[T, j] − R[l_j, j], with l_j the last segment that trained j (Lopez-Paz &
   Ranzato 2017, GEM, BWT = 1/(T−1) Σ_i R_{T,i} − R_{i,i}; games trained in the last segment are left out);
 - forward transfer: mean over games of R[f_j − 1, j] − b_j, the zero-shot score just before j's first segment f_j
@@ -106,6 +108,31 @@ def worst_drop(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:
                 best = max(best, matrix[t, j])
         if drops:
             out[j] = max(drops)
+    return out
+
+
+def kept_fraction(matrix: np.ndarray, trained: Sequence[int], random: np.ndarray) -> np.ndarray:
+    """Per game: the smallest share of its gain over random play that it keeps at any later segment end,
+    min_{t > f_j} (R[t, j] − b_j) / (max_{s < t, s trains j} R[s, j] − b_j), with b_j the random score.
+
+    1 keeps everything learnt, 0 is back at random play, below 0 worse than random. NaN where there is nothing to
+    keep: a game never trained, trained only in the last segment, or never scoring above random after its own
+    segments. With one own segment it is 1 − ``worst_drop`` of the matrix normalised by (R − b) / (R[f_j, j] − b).
+    """
+    matrix, trained = _check(matrix, trained)
+    random = _per_game(random, matrix.shape[1], "random")
+    out = np.full(matrix.shape[1], np.nan)
+    for j in range(matrix.shape[1]):
+        best, shares = -np.inf, []
+        for t, g in enumerate(trained):
+            if np.isnan(matrix[t, j]):
+                continue
+            if best > random[j]:
+                shares.append((matrix[t, j] - random[j]) / (best - random[j]))
+            if g == j:
+                best = max(best, matrix[t, j])
+        if shares:
+            out[j] = min(shares)
     return out
 
 

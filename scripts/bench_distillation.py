@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time one agent update without distillation, with generative replay and with LwF (same model, same buffers).
 
-    python scripts/bench_distillation.py [configs/default.yaml] [key=value ...] --updates 50
+    python scripts/bench_distillation.py [configs/atari.yaml] [key=value ...] --updates 50
 
 Trains Pong → Breakout briefly (so that both tasks have data and the teachers exist), then times ``train(1)`` on
 Breakout with each set of regularisers.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "config",
         nargs="?",
-        default="configs/default.yaml",
+        default="configs/atari.yaml",
         help="base config (agent, env, method) (default: %(default)s)",
     )
     parser.add_argument("overrides", nargs="*", help="overrides such as method.lwf.batch_size=64")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train A → B with each consolidation method (same seed) and print how well each keeps A.
 
-    python scripts/compare_consolidation.py [configs/default.yaml] [key=value ...] --game-a Pong --game-b Breakout \
+    python scripts/compare_consolidation.py [configs/atari.yaml] [key=value ...] --game-a Pong --game-b Breakout \
         --steps-a 20000 --steps-b 20000 --methods none,ewc,online_ewc,mas,generative_replay,lwf
 """
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "config",
         nargs="?",
-        default="configs/default.yaml",
+        default="configs/atari.yaml",
         help="base config (agent, env, λ ...) (default: %(default)s)",
     )
     parser.add_argument("overrides", nargs="*", help="overrides such as method.ewc.lam=1000")

@@ -3,7 +3,7 @@
 
     python scripts/soak.py [--minutes 60] [--every 2000] [CONFIG.yaml] [key=value ...]
 
-Trains the config (default: configs/default.yaml with 5k-transition buffers so they fill early, task inference,
+Trains the config (default: configs/atari.yaml with 5k-transition buffers so they fill early, task inference,
 EWC and evaluation at segment ends, games cycling until the time is up) and samples the process's resident memory
 every ``--every`` agent steps. Once every buffer of the cycle is full, memory must level off: growth after that
 point would be a leak in logging, evaluation, task inference or consolidation. The last line is
@@ -64,7 +64,7 @@ class MemoryProbe(BaseCallback):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "config", nargs="?", default="configs/default.yaml", help="config to soak (default: %(default)s)"
+        "config", nargs="?", default="configs/atari.yaml", help="config to soak (default: %(default)s)"
     )
     parser.add_argument("overrides", nargs="*", help="overrides such as agent.buffer_size=5000")
     parser.add_argument(
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if "=" in args.config:  # no config file given: the first positional argument is an override
-        args.overrides, args.config = [args.config, *args.overrides], "configs/default.yaml"
+        args.overrides, args.config = [args.config, *args.overrides], "configs/atari.yaml"
     segments = (
         "[" + ", ".join(f"{{game: {CYCLE[i % len(CYCLE)]}, steps: {args.segment_steps}}}" for i in range(300)) + "]"
     )

@@ -11,6 +11,7 @@ from cl_rl.retention import (
     forgetting,
     forward_transfer,
     iqm,
+    kept_fraction,
     reference_transfer,
     stratified_bootstrap,
     total_clipped,
@@ -78,6 +79,30 @@ def test_worst_drop_equals_the_pairwise_definition_on_random_runs():
             if drops:
                 expected[j] = max(drops)
         np.testing.assert_allclose(worst_drop(matrix, trained), expected)
+
+
+def test_kept_fraction_is_the_smallest_share_of_the_gain_over_random_left_later():
+    random = np.array([0.1, 0.0, 0.0])
+    # A: gain 0.4 after segment 0; 0.1 of it left after segment 1 (share 0.25); best 0.9 after its revisit, then
+    # 0.5 of its 0.8 gain (0.625). B: gain 0.8, then 0.4 and 0.3 (0.375). C: trained last: nothing to keep.
+    result = kept_fraction(R, TRAINED, random)
+    assert result[:2] == pytest.approx([0.25, 0.375]) and np.isnan(result[2])
+    # Never above random after its own segment: nothing learnt, so nothing kept or lost.
+    assert np.isnan(kept_fraction(np.array([[0.0, 0.0], [0.5, 1.0]]), [0, 1], np.array([0.2, 0.0]))[0])
+
+
+def test_kept_fraction_with_one_own_segment_is_one_minus_the_worst_drop_of_the_gain():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n_games = int(rng.integers(2, 5))
+        trained = rng.permutation(n_games).tolist()  # each game trained once
+        matrix = rng.normal(size=(n_games, n_games)) + 3.0 * np.eye(n_games)[trained]
+        random = rng.normal(size=n_games) - 1.0
+        own = matrix[[trained.index(j) for j in range(n_games)], range(n_games)]
+        gain = own - random
+        share = (matrix - random) / gain  # the gain over random, scaled so that 1 is the game's own score
+        expected = np.where(gain > 0, 1.0 - worst_drop(share, trained), np.nan)
+        np.testing.assert_allclose(kept_fraction(matrix, trained, random), expected)
 
 
 def test_backward_transfer_uses_each_games_last_own_segment_and_skips_the_last_game():
