@@ -82,7 +82,7 @@ EWC_PROTOCOL = (10, 50_000)  # the EWC paper's Atari protocol: 10 tasks × 50k t
 
 @dataclass
 class BenchSettings:
-    """What every variant shares; defaults: the default run's agent (configs/default.yaml), ε annealed."""
+    """What every variant shares; defaults: the short ALE run's agent (configs/atari.yaml), ε annealed."""
 
     game: str = "Pong"  # the timed game
     seed: int = 0
