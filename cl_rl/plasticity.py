@@ -16,6 +16,7 @@ Each function is plain torch on tensors the caller gathers (activations of a pro
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -96,3 +97,18 @@ def captured_activations(module: nn.Module, kinds: tuple[type[nn.Module], ...] =
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def weight_layers(module: nn.Module) -> list[nn.Conv2d | nn.Linear]:
+    """The convolutional and linear layers of ``module`` in registration order (the order data flows through the
+    project's Q-networks: torso, then the Q-value layer)."""
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def initial_draw(layer: nn.Conv2d | nn.Linear) -> dict[str, torch.Tensor]:
+    """A fresh draw of a layer's weight and bias from its initial distribution (``reset_parameters`` of a copy:
+    PyTorch's default, Kaiming-uniform weights and uniform biases of bound 1/√fan_in)."""
+    fresh = copy.deepcopy(layer)
+    with torch.no_grad():
+        fresh.reset_parameters()
+    return {name: p.detach() for name, p in fresh.named_parameters()}

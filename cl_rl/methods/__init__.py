@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cl_rl.methods.base import AgentPort, ContinualMethod, Stats, Transitions
+from cl_rl.methods.cchain import CChain, CChainConfig
 from cl_rl.methods.distillation import Distillation, GenerativeReplayConfig, LwFConfig
 from cl_rl.methods.gem import GEMConfig, GradientEpisodicMemory
+from cl_rl.methods.l2_init import L2Init, L2InitConfig
 from cl_rl.methods.quadratic import EWCConfig, MASConfig, OnlineEWCConfig, QuadraticMethod
+from cl_rl.methods.redo import ReDo, ReDoConfig
 from cl_rl.methods.rehearsal import Rehearsal, RehearsalConfig
+from cl_rl.methods.reset_optimizer import ResetOptimizer, ResetOptimizerConfig
+from cl_rl.methods.shrink_perturb import ShrinkPerturb, ShrinkPerturbConfig
 from cl_rl.methods.vcl import VariationalContinualLearning, VCLConfig
 
 Factory = Callable[[str, Any, AgentPort], ContinualMethod]
@@ -41,6 +46,14 @@ REGISTRY: dict[str, MethodSpec] = {
     "agem": MethodSpec(GEMConfig, GradientEpisodicMemory, "Averaged GEM (Chaudhry et al. 2019)"),
     "rehearsal": MethodSpec(RehearsalConfig, Rehearsal, "TD rehearsal of earlier tasks' memories (CLEAR-style)"),
     "vcl": MethodSpec(VCLConfig, VariationalContinualLearning, "Variational Continual Learning (Nguyen et al. 2018)"),
+    # Plasticity interventions (docs/PLASTICITY.md), alone or with a method above: ewc+redo
+    "redo": MethodSpec(ReDoConfig, ReDo, "recycle dormant units (ReDo, Sokar et al. 2023)"),
+    "shrink_perturb": MethodSpec(ShrinkPerturbConfig, ShrinkPerturb, "Shrink & Perturb at switches (Ash & Adams 2020)"),
+    "l2_init": MethodSpec(L2InitConfig, L2Init, "L2 towards the initial weights (Kumar et al. 2023)"),
+    "reset_optimizer": MethodSpec(
+        ResetOptimizerConfig, ResetOptimizer, "optimiser reset at switches (Asadi et al. 2023)"
+    ),
+    "cchain": MethodSpec(CChainConfig, CChain, "churn reduction (C-CHAIN, Tang et al. 2025)"),
 }
 NONE = "none"  # plain fine-tuning: no method
 
