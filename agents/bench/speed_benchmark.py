@@ -103,6 +103,9 @@ class BenchSettings:
     task_source: str = "fmn"  # the full variants' task ids: inferred (fmn) or the true game (oracle)
     n_envs: int = 1  # envs stepped side by side (DummyVecEnv) by every variant, at the same updates per transition
     vector: str = "python"  # how this agent steps its envs (agent.vector): python (DummyVecEnv) or cpp (AtariVectorEnv)
+    # time.perf_counter() value at which a run stops: its rate is then taken over the steps timed so far (a
+    # time-boxed check, scripts/gpu_check.py); a run stopped before its timed span began raises DeadlinePassed
+    deadline: float = math.inf
 
     @classmethod
     def for_minatar(cls, **overrides: Any) -> BenchSettings:
@@ -152,6 +155,10 @@ class BenchSettings:
         return self.aligned(self.learning_starts + self.warmup)
 
 
+class DeadlinePassed(RuntimeError):
+    """A run reached ``BenchSettings.deadline`` before its timed span began: it measured nothing."""
+
+
 @dataclass
 class VariantResult:
     name: str
@@ -161,6 +168,8 @@ class VariantResult:
     replay_bytes_per_transition: float  # bytes the timed task's buffer allocated per transition it can hold
     notes: dict[str, float] = field(default_factory=dict)
     cpu_steps_per_s: float = math.nan  # steps per second of this process's CPU time: less sensitive to other jobs
+    timed_steps: int = 0  # agent steps in the timed span (fewer than asked when the deadline cut it short)
+    updates: int = 0  # updates taken in the timed span
 
 
 # --- memory -------------------------------------------------------------------------------------------------------
@@ -205,12 +214,19 @@ class Stopwatch(BaseCallback):
     torch thread and envs in the process, it is the time the process itself computed).
     """
 
-    def __init__(self, start: int, steps: int, on_start: Callable[[BaseAlgorithm], None] | None = None) -> None:
+    def __init__(
+        self,
+        start: int,
+        steps: int,
+        on_start: Callable[[BaseAlgorithm], None] | None = None,
+        deadline: float = math.inf,
+    ) -> None:
         super().__init__()
-        self.start, self.steps, self.on_start = start, steps, on_start
+        self.start, self.steps, self.on_start, self.deadline = start, steps, on_start, deadline
         self.started = self.stopped = 0.0
         self.cpu_started = self.cpu_stopped = 0.0
         self.updates = 0  # updates (gradient steps) taken inside the timed span
+        self.cut_short = False  # the deadline ended the span early; `steps` then counts the steps it timed
 
     def _on_step(self) -> bool:
         if self.num_timesteps == self.start:
@@ -220,11 +236,20 @@ class Stopwatch(BaseCallback):
             self.started = time.perf_counter()
             self.cpu_started = time.process_time()
         elif self.num_timesteps == self.start + self.steps:
-            self.stopped = time.perf_counter()
-            self.cpu_stopped = time.process_time()
-            self.updates += self.model._n_updates
+            self._stop()
+            return False
+        elif time.perf_counter() > self.deadline:
+            if self.num_timesteps < self.start:
+                raise DeadlinePassed(f"the deadline passed at agent step {self.num_timesteps}, before {self.start}")
+            self.steps, self.cut_short = self.num_timesteps - self.start, True
+            self._stop()
             return False
         return True
+
+    def _stop(self) -> None:
+        self.stopped = time.perf_counter()
+        self.cpu_stopped = time.process_time()
+        self.updates += self.model._n_updates
 
     @property
     def steps_per_s(self) -> float:
@@ -237,17 +262,19 @@ class Stopwatch(BaseCallback):
         return self.steps / max(self.cpu_stopped - self.cpu_started, 1e-9)
 
 
-def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> tuple[float, float]:
-    """Agent steps per second of wall-clock time and of CPU time over the timed span."""
+def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> Stopwatch:
+    """Run ``model`` through the timed span (or to ``s.deadline``); the stopwatch holds the rates and counts."""
     steps = s.aligned(s.steps)
-    watch = Stopwatch(start, steps, on_start)
+    watch = Stopwatch(start, steps, on_start, s.deadline)
     model.learn(start + steps + s.period, callback=watch, log_interval=1_000_000, progress_bar=False)
-    if watch.updates != steps // s.train_freq:  # e.g. the timed task's buffer was still under learning_starts
+    expected = watch.steps // s.train_freq
+    # e.g. the timed task's buffer was still under learning_starts; a span cut short may end inside a rollout
+    if watch.updates != expected and not (watch.cut_short and abs(watch.updates - expected) <= s.period):
         raise RuntimeError(
-            f"{type(model).__name__}: the timed span of {steps} agent steps held {watch.updates} updates, not "
-            f"{steps // s.train_freq}: raise warmup (the task inference's delay costs n_envs transitions a step)"
+            f"{type(model).__name__}: the timed span of {watch.steps} agent steps held {watch.updates} updates, not "
+            f"{expected}: raise warmup (the task inference's delay costs n_envs transitions a step)"
         )
-    return watch.steps_per_s, watch.cpu_steps_per_s
+    return watch
 
 
 # --- the variants -------------------------------------------------------------------------------------------------
@@ -295,8 +322,8 @@ def _sb3_env(s: BenchSettings) -> VecEnv:
     return VecFrameStack(env, n_stack=4)
 
 
-def run_sb3(s: BenchSettings) -> tuple[tuple[float, float], float]:
-    """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; ((wall, CPU) steps/s, replay bytes per
+def run_sb3(s: BenchSettings) -> tuple[Stopwatch, float]:
+    """Stock SB3 DQN (``CnnPolicy``) on SB3's Atari chain or on MinAtar; (its stopwatch, replay bytes per
     transition)."""
     env = _sb3_env(s)
     minatar = {"features_extractor_class": MinAtarCNN, "net_arch": []} if s.minatar else None
@@ -321,9 +348,9 @@ def run_sb3(s: BenchSettings) -> tuple[tuple[float, float], float]:
         device=s.device,
     )
     try:
-        rates = _timed_learn(model, s.first_timed_step, s)
+        watch = _timed_learn(model, s.first_timed_step, s)
         assert model.replay_buffer is not None  # DQN makes its buffer in __init__
-        return rates, buffer_nbytes(model.replay_buffer) / s.buffer_size
+        return watch, buffer_nbytes(model.replay_buffer) / s.buffer_size
     finally:
         env.close()
 
@@ -385,17 +412,17 @@ def _require_anchors(model: BaseAlgorithm, anchors: int) -> None:
 
 def run_agent(
     s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2
-) -> tuple[tuple[float, float], float, dict[str, float]]:
-    """This agent (plain or full); ((wall, CPU) steps/s, replay bytes per transition, notes on tasks and anchors)."""
+) -> tuple[Stopwatch, float, dict[str, float]]:
+    """This agent (plain or full); (its stopwatch, replay bytes per transition, notes on tasks and anchors)."""
     config = agent_config(s, full, replay, anchors)
     _, env = make_stream(config, config.sequence.build())
     model = make_agent(config, env)
     start = (len(setup_games(s, anchors)) * s.aligned(s.setup_steps) if full else 0) + s.first_timed_step
     try:
         check = functools.partial(_require_anchors, anchors=anchors) if full else None
-        rates = _timed_learn(model, start, s, on_start=check)
+        watch = _timed_learn(model, start, s, on_start=check)
         notes = {"tasks": float(model.n_tasks_created), "anchors": float(active_anchors(model))}
-        return rates, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
+        return watch, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
     finally:
         env.close()
 
@@ -417,18 +444,21 @@ def run_variant(name: str, s: BenchSettings) -> VariantResult:
     before = current_rss()
     notes: dict[str, float] = {}
     if name == "sb3":
-        rates, per_transition = run_sb3(s)
+        watch, per_transition = run_sb3(s)
     elif name == "plain":
-        rates, per_transition, notes = run_agent(s, full=False)
+        watch, per_transition, notes = run_agent(s, full=False)
     elif name == "plain_sb3_replay":
-        rates, per_transition, notes = run_agent(s, full=False, replay="sb3")
+        watch, per_transition, notes = run_agent(s, full=False, replay="sb3")
     elif name == "full":
-        rates, per_transition, notes = run_agent(s, full=True)
+        watch, per_transition, notes = run_agent(s, full=True)
     elif name == "full8":
-        rates, per_transition, notes = run_agent(s, full=True, anchors=8)
+        watch, per_transition, notes = run_agent(s, full=True, anchors=8)
     else:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-    result = VariantResult(name, rates[0], peak_rss(), before, per_transition, notes, rates[1])
+    result = VariantResult(
+        name, watch.steps_per_s, peak_rss(), before, per_transition, notes, watch.cpu_steps_per_s, watch.steps,
+        watch.updates,
+    )  # fmt: skip
     gc.collect()
     return result
 
