@@ -177,3 +177,25 @@ def test_the_interventions_with_ewc_train_on_real_games(tmp_path) -> None:
     assert seen["consolidation/shrink_perturb/weight_norm_after"] < norm_before
     assert len(model.policy.optimizer.state) > 0  # Adam's state came back with the next updates
     assert model.methods[1].updates == model._n_updates
+
+
+def test_layer_norm_network_normalises_each_hidden_pre_activation_and_trains(tmp_path) -> None:
+    """agent.layer_norm: conv → LayerNorm → TaskAffine → ReLU; the normalised map has mean 0 and variance 1 per
+    state, and a checkpoint brings the same network back."""
+    config = load_config(REPO / "configs" / "minatar.yaml", [*MINATAR_TINY[:-6], "agent.layer_norm=true"])
+    sequence = config.sequence.build()
+    stream, env = make_stream(config, sequence)
+    model = make_agent(config, env)
+    model.set_logger(configure(None, [""]))
+    model.learn(250)
+    norms = [m for m in model.q_net.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 and all(n.weight is None for n in norms)  # conv and fc; no affine of their own
+    obs = torch.as_tensor(env.reset()).float()
+    torso = model.q_net.features_extractor.net
+    pre = torso[1](torso[0](obs / 255.0))
+    torch.testing.assert_close(pre.flatten(1).mean(1), torch.zeros(len(obs)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pre.flatten(1).var(1, unbiased=False), torch.ones(len(obs)), atol=1e-3, rtol=0)
+    model.save(tmp_path / "model.zip")
+    loaded = ContinualDQN.load(tmp_path / "model.zip", env=env)
+    torch.testing.assert_close(loaded.q_net(obs), model.q_net(obs))
+    stream.close()

@@ -97,6 +97,8 @@ class AgentConfig:
     # Atari: Nature CNN, or the EWC paper's conv 32/64/128 + fc 1024; MinAtar: the MinAtar paper's conv 16 + fc 128
     network: Literal["nature", "ewc", "minatar"] = "nature"
     gains: Literal["element", "channel"] = "element"  # shape of the per-task gains/biases of conv layers
+    # LayerNorm before every hidden activation (Lyle et al. 2024: keeps plasticity; agents/sb3/networks.py)
+    layer_norm: bool = False
     double_dqn: bool = True  # Double-DQN target (van Hasselt et al. 2016), as the EWC paper's agent
     learning_rate: float = 1e-4  # Adam step size
     gamma: float = 0.99  # discount

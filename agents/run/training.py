@@ -159,7 +159,7 @@ def make_agent(config: Config, env: VecEnv) -> ContinualDQN:
         exploration_initial_eps=a.exploration_initial_eps,
         exploration_final_eps=a.exploration_final_eps,
         max_grad_norm=a.max_grad_norm,
-        policy_kwargs={"network": a.network, "gains": a.gains},
+        policy_kwargs={"network": a.network, "gains": a.gains, "layer_norm": a.layer_norm},
         replay_buffer_kwargs={
             "buffer_class": FrameStackReplayBuffer if a.replay == "frames" else replay_class(a.n_step),
             "buffer_kwargs": {"n_steps": a.n_step, "gamma": a.gamma} if a.n_step > 1 else None,
@@ -226,7 +226,15 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
 
 
 # Settings that fix the shapes of the network, the observations or the saved state: a checkpoint cannot take others.
-_SHAPE_KEYS = ("agent.network", "agent.gains", "env.screen_size", "env.frame_stack", "task.fmn.size", "task.fmn.levels")
+_SHAPE_KEYS = (
+    "agent.network",
+    "agent.gains",
+    "agent.layer_norm",
+    "env.screen_size",
+    "env.frame_stack",
+    "task.fmn.size",
+    "task.fmn.levels",
+)
 
 
 def _resume_overrides(saved: Config, wanted: Config) -> Config:

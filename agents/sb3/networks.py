@@ -6,7 +6,11 @@ Three convolutional torsos: two over 4×84×84 stacked Atari frames, one over 10
   kernels and strides, fully connected 1024.
 - ``minatar``: the MinAtar paper's DQN (Young & Tian 2019): conv 16·3×3/1 (10×10 → 8×8), fully connected 128.
 Every layer's pre-activation, the Q-value layer included, passes through a ``TaskAffine`` (see
-``cl_rl.task_modulation``). They slot into SB3's ``QNetwork`` so that ``predict``, ``save`` and ``load`` work unchanged.
+``cl_rl.task_modulation``). ``layer_norm=True`` (``agent.layer_norm``) normalises each hidden layer's pre-activation
+over its features before that, conv → LayerNorm → TaskAffine → ReLU (Lyle et al. 2024, "Disentangling the causes of
+plasticity loss": layer normalisation keeps the network trainable across changing targets); the norm has no affine
+parameters of its own, since the task's gains and biases follow it. They slot into SB3's ``QNetwork`` so that
+``predict``, ``save`` and ``load`` work unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +47,13 @@ class TaskModulatedCNN(BaseFeaturesExtractor):
     gains"); ``'channel'`` shares them across a map's spatial positions (fewer parameters per task).
     """
 
-    def __init__(self, observation_space: spaces.Box, network: NetworkName = "nature", gains: GainShape = "element"):
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        network: NetworkName = "nature",
+        gains: GainShape = "element",
+        layer_norm: bool = False,
+    ):
         if network not in ARCHITECTURES:
             raise ValueError(f"unknown network {network!r}; choose one of {sorted(ARCHITECTURES)}")
         if gains not in ("element", "channel"):
@@ -58,9 +68,11 @@ class TaskModulatedCNN(BaseFeaturesExtractor):
             conv = nn.Conv2d(in_channels, out_channels, kernel, stride)
             probe = conv(probe)
             affine_shape = tuple(probe.shape[1:]) if gains == "element" else (out_channels, 1, 1)
-            layers += [conv, TaskAffine(affine_shape), nn.ReLU()]
+            norm = [nn.LayerNorm(tuple(probe.shape[1:]), elementwise_affine=False)] if layer_norm else []
+            layers += [conv, *norm, TaskAffine(affine_shape), nn.ReLU()]
             in_channels = out_channels
-        layers += [nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), TaskAffine((fc_width,)), nn.ReLU()]
+        norm = [nn.LayerNorm(fc_width, elementwise_affine=False)] if layer_norm else []
+        layers += [nn.Flatten(), nn.Linear(probe[0].numel(), fc_width), *norm, TaskAffine((fc_width,)), nn.ReLU()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:

@@ -14,17 +14,20 @@ from cl_rl.task_modulation import add_task, set_task, task_affine_layers, using_
 
 class ContinualDQNPolicy(DQNPolicy):
     """``DQNPolicy`` whose networks have per-task gains and biases (``network``: 'nature' or 'ewc' for 4×84×84 Atari
-    frames, 'minatar' for 10×10×10 MinAtar grids; see ``agents.sb3.networks``).
+    frames, 'minatar' for 10×10×10 MinAtar grids; ``layer_norm``: LayerNorm before each hidden activation; see
+    ``agents.sb3.networks``).
 
     A new task gets fresh gains/biases in the online and target networks; the online ones join the optimiser as a
     parameter group of their own, so the optimiser's state lines up again after ``load`` re-creates the same tasks.
     """
 
-    def __init__(self, *args: Any, network: str = "nature", gains: str = "element", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, network: str = "nature", gains: str = "element", layer_norm: bool = False, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("features_extractor_class", TaskModulatedCNN)
-        kwargs.setdefault("features_extractor_kwargs", {"network": network, "gains": gains})
+        kwargs.setdefault("features_extractor_kwargs", {"network": network, "gains": gains, "layer_norm": layer_norm})
         kwargs.setdefault("net_arch", [])
-        self.network, self.gains = network, gains
+        self.network, self.gains, self.layer_norm = network, gains, layer_norm
         super().__init__(*args, **kwargs)
         self.mode_matters = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in self.modules())
 
@@ -62,5 +65,5 @@ class ContinualDQNPolicy(DQNPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(network=self.network, gains=self.gains)
+        data.update(network=self.network, gains=self.gains, layer_norm=self.layer_norm)
         return data
