@@ -8,7 +8,7 @@ ARGS ?=
 # other (docs/SPEED.md, "Torch threads"). Training also applies run.threads (default 1); tests/conftest.py pins 1.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test lint clean gpu-check wheels
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +25,26 @@ test: setup  ## lint, type-check, then the whole test suite
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p cl_rl -p agents -p envs  # type-check the library packages (scripts/ and tests/ are not checked)
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (the CI machine's cores), each test file in one of them
+
+# The GPU check (docs/SPEED.md, "The GPU check") runs with the machine's own python3 and torch, not the venv's CPU
+# torch: `make gpu-check ARGS="--wheels wheels"` on a machine without network. Report: gpu_check/report.md.
+gpu-check:  ## speed, GPU levers, Breakout learning and a revisit on one GPU, under 9 minutes
+	python3 scripts/gpu_check.py --out gpu_check $(ARGS)
+
+# Wheels of the dependencies (torch excluded) for the GPU check on a machine without network; run it where there is
+# network, with the GPU machine's Python minor version and torch version: make wheels PYVER=3.11 TORCH=2.5.1
+PYVER ?= 3
+TORCH ?= $(error set TORCH to the GPU machine's torch version, e.g. make wheels PYVER=3.11 TORCH=2.5.1)
+WHEELS ?= wheels
+wheels:
+	rm -rf $(WHEELS)/.venv && mkdir -p $(WHEELS)
+	python$(PYVER) -m venv $(WHEELS)/.venv
+	$(WHEELS)/.venv/bin/pip install --quiet "torch==$(TORCH)" --index-url https://download.pytorch.org/whl/cpu
+	python3 scripts/gpu_check.py --print-requirements > $(WHEELS)/direct.txt
+	$(WHEELS)/.venv/bin/pip install --quiet -r $(WHEELS)/direct.txt
+	$(WHEELS)/.venv/bin/pip freeze --exclude torch > $(WHEELS)/requirements.txt
+	$(WHEELS)/.venv/bin/pip wheel --quiet --no-deps -r $(WHEELS)/requirements.txt -w $(WHEELS)
+	rm -rf $(WHEELS)/.venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

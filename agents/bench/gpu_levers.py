@@ -232,10 +232,14 @@ def time_update_levers(
     if compile:
         compiled = th.compile(agent.loss)
         started = time.perf_counter()
-        agent.step(from_device(), compiled, agent.adam)
-        _sync(device)
-        compile_seconds = time.perf_counter() - started
-        eager[COMPILED] = (from_device, compiled, sync_every)
+        try:
+            agent.step(from_device(), compiled, agent.adam)
+            _sync(device)
+        except Exception as err:  # a compiler missing on the machine must not cost the other levers' figures
+            skipped[COMPILED] = f"torch.compile failed: {type(err).__name__}: {str(err)[:200]}"
+        else:
+            compile_seconds = time.perf_counter() - started
+            eager[COMPILED] = (from_device, compiled, sync_every)
     else:
         skipped[COMPILED] = "not asked (--no-compile, or the CPU dry run: compiling takes longer than its budget)"
 
@@ -253,13 +257,17 @@ def time_update_levers(
         name: functools.partial(run_eager, *args) for name, args in eager.items()
     }
     if device.type == "cuda":
-        replay_graph = _graph_update(agent, on_device)
+        try:
+            replay_graph = _graph_update(agent, on_device)
+        except Exception as err:
+            skipped[GRAPH] = f"capture failed: {type(err).__name__}: {str(err)[:200]}"
+        else:
 
-        def run_graph() -> None:
-            losses = [replay_graph().clone() for _ in range(iters)]
-            float(th.stack(losses).mean())
+            def run_graph() -> None:
+                losses = [replay_graph().clone() for _ in range(iters)]
+                float(th.stack(losses).mean())
 
-        variants[GRAPH] = run_graph
+            variants[GRAPH] = run_graph
     else:
         skipped[GRAPH] = "needs a CUDA device"
     times: dict[str, list[float]] = {name: [] for name in variants}
