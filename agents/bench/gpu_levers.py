@@ -241,7 +241,7 @@ def time_update_levers(
             compile_seconds = time.perf_counter() - started
             eager[COMPILED] = (from_device, compiled, sync_every)
     else:
-        skipped[COMPILED] = "not asked (--no-compile, or the CPU dry run: compiling takes longer than its budget)"
+        skipped[COMPILED] = "not asked: --no-compile, or not on CUDA (on a CPU compiling outlasts the part's budget)"
 
     def run_eager(draw: Callable[[], Batch], loss_of: Callable[[Batch], th.Tensor], read_every: int) -> None:
         losses: list[th.Tensor] = []
