@@ -17,7 +17,7 @@ from agents.bench.gpu_check import PUBLISHED_DQN, CheckSettings, published_at
 from agents.bench.gpu_levers import PLAIN, DeviceFrameReplay, filled_memory
 from agents.bench.gpu_report import markdown
 from agents.bench.speed_benchmark import BenchSettings, DeadlinePassed, run_variant
-from scripts.gpu_check import main, requirements
+from scripts.gpu_check import install_wheels, main, requirements
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,6 +138,15 @@ def test_requirements_are_the_projects_dependencies_without_torch(capsys: pytest
     assert listed == [d for d in declared if not re.match(r"torch\b", d)] and "stable-baselines3>=2.4" in listed
     assert main(["--print-requirements"]) == 0
     assert capsys.readouterr().out.split() == listed
+
+
+def test_wheels_install_offline_and_a_missing_wheel_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_wheels(tmp_path)  # every requirement is installed here already: pip needs no wheel and no network
+    monkeypatch.setattr("scripts.gpu_check.requirements", lambda: ["cl-rl-no-such-package==0.0"])
+    with pytest.raises(SystemExit, match=r"must\s+hold a wheel"):
+        install_wheels(tmp_path)
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

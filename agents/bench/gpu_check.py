@@ -497,6 +497,10 @@ def run_check(
             lambda d: sequence_part(s, device, fastest, eval_seconds, out, d),
             minimum=s.min_sequence_s,
         )
+    else:
+        note = "part 1 measured no rate of this agent to size the segments with"
+        report["parts"]["sequence"] = {"status": "skipped", "note": note, "budget_s": s.sequence_s}
+        report["parts"]["sequence"].update(allowed_s=0.0, elapsed_s=0.0)
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     write(report, out)
     return report
