@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.evaluation.retention_table import end_of_run_plasticity
 from tests.conftest import REPO
 from tests.test_train_script import _scalars
 
@@ -36,8 +37,12 @@ def _run(run_dir: Path, every: int) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[dict, dict]:
-    root = tmp_path_factory.mktemp("plasticity")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("plasticity")
+
+
+@pytest.fixture(scope="module")
+def runs(root) -> tuple[dict, dict]:
     return _run(root / "every100", 100), _run(root / "switches", 0)
 
 
@@ -80,3 +85,11 @@ def test_diagnostics_leave_the_training_as_it_was(runs) -> None:
     common = sorted(with_diagnostics.keys() & without.keys())
     assert len(common) >= 5 and common[-1] > 400
     assert [with_diagnostics[s] for s in common] == [without[s] for s in common]
+
+
+def test_the_retention_table_reads_the_last_dormant_fraction_and_effective_rank(runs, root) -> None:
+    last = end_of_run_plasticity(root / "every100" / "tb")
+    assert last == {
+        "dormant": runs[0]["plasticity/dormant"][-1][1],
+        "effective_rank": runs[0]["plasticity/effective_rank"][-1][1],
+    }

@@ -399,6 +399,7 @@ class RunScores:
     scores: np.ndarray
     seconds: float
     updates: int
+    plasticity: dict[str, float] = field(default_factory=dict)  # END_PLASTICITY's last logged values
 
     @property
     def games(self) -> list[str]:
@@ -449,7 +450,24 @@ def read_run(run_dir: Path, rescore: bool = False) -> RunScores:
         np.array([logged[s] for s in steps], dtype=float),
         float(marker.get("seconds", math.nan)),
         int(marker.get("updates", 0)),
+        end_of_run_plasticity(run_dir / TENSORBOARD_DIR),
     )
+
+
+END_PLASTICITY = {"dormant": "dormant units", "effective_rank": "effective rank"}  # plasticity/<key> (agents/run)
+
+
+def end_of_run_plasticity(tb_dir: Path) -> dict[str, float]:
+    """The last logged ``plasticity/dormant`` and ``plasticity/effective_rank`` of a run (absent: not logged)."""
+    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    last = {}
+    for key in END_PLASTICITY:
+        if f"plasticity/{key}" in tags:
+            events = accumulator.Scalars(f"plasticity/{key}")
+            last[key] = max(events, key=lambda e: (e.step, e.wall_time)).value
+    return last
 
 
 def logged_scores(tb_dir: Path, games: Sequence[str]) -> dict[int, list[float]]:
@@ -641,7 +659,7 @@ def format_markdown(table: Table) -> str:
         seeds = ", ".join(f"{v:.2f}" for v in table.reference[game])
         rnd = table.random[game]
         lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
-    lines += ["", *_per_game_worst_drop(table), "", *_segment_end_scores(table)]
+    lines += ["", *_per_game_worst_drop(table), "", *_plasticity_at_the_end(table), "", *_segment_end_scores(table)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if s.get("command"):
@@ -663,6 +681,24 @@ def _per_game_worst_drop(table: Table) -> list[str]:
         per_game = row.per_game["worst_drop"]  # seeds × games, NaN where a game has no later segment end
         means = [np.nanmean(col) if np.isfinite(col).any() else np.nan for col in per_game.T]
         lines.append(f"| {row.method} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in means) + " |")
+    return lines
+
+
+def _plasticity_at_the_end(table: Table) -> list[str]:
+    """Each method's plasticity diagnostics at the end of its runs (mean of seeds; docs/PLASTICITY.md)."""
+    lines = [
+        "## Plasticity at the end of the run (mean of seeds)",
+        "",
+        "Fraction of τ-dormant units (all hidden layers) and effective rank of the penultimate features, on the last "
+        "task's probe batch (agents/run/plasticity.py).",
+        "",
+        "| method | " + " | ".join(END_PLASTICITY.values()) + " |",
+        "|---" * (1 + len(END_PLASTICITY)) + "|",
+    ]
+    for row in table.rows:
+        values = [[r.plasticity[k] for r in row.runs if k in r.plasticity] for k in END_PLASTICITY]
+        cells = [f"{np.mean(v):.3g}" if v else "–" for v in values]
+        lines.append(f"| {row.method} | " + " | ".join(cells) + " |")
     return lines
 
 
