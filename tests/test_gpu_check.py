@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.bench.gpu_check import PUBLISHED_DQN, CheckSettings, published_at
+from agents.bench.gpu_check import PUBLISHED_DQN, Check, CheckSettings, published_at
 from agents.bench.gpu_levers import PLAIN, DeviceFrameReplay, filled_memory
 from agents.bench.gpu_report import markdown
 from agents.bench.speed_benchmark import BenchSettings, DeadlinePassed, run_variant
@@ -85,6 +85,7 @@ def test_dry_run_trains_breakout_and_scores_it_over_time(dry_run: tuple[dict, st
     for e in evaluations:
         assert len(e["scores"]) == CheckSettings.dry_run().eval_episodes
         assert e["score"] == pytest.approx(float(np.mean(e["scores"])), abs=0.01)
+    assert evaluations[-1]["step"] == learning["agent_steps"]  # the last score is of the agent as training stopped
     assert learning["random_score"] == 1.7 and learning["published"]["iteration"] == 0
     assert learning["published"]["DQN"] == PUBLISHED_DQN["Breakout"]["DQN"][0]
     assert list((out / "learning" / "tb").rglob("events.out.tfevents.*")), "no TensorBoard events of the run"
@@ -193,3 +194,29 @@ def test_markdown_says_why_a_part_has_no_figures() -> None:
     md = markdown(report)
     assert "# GPU check: NVIDIA H100, 80 GiB" in md and "Status: **failed**" in md and "`OSError: x`" in md
     assert "Status: **skipped**" in md and "0 s left" in md and "## learning: not reached" in md
+
+
+def test_parts_share_one_deadline_and_a_failure_or_a_skip_is_recorded(tmp_path: Path) -> None:
+    written: list[set[str]] = []
+    settings = CheckSettings.dry_run(deadline_s=30.0, margin_s=1.0)
+    report: dict = {"parts": {}}
+    check = Check(settings, tmp_path, time.perf_counter(), "test", report, lambda r, _: written.append(set(r["parts"])))
+    seen: dict[str, float] = {}
+
+    def record(deadline: float) -> dict:
+        seen["deadline"] = deadline
+        return {"figure": 1.0}
+
+    check.run_part("first", 1_000.0, record)  # a budget beyond the deadline is cut to the time left
+    assert report["parts"]["first"]["status"] == "done" and report["parts"]["first"]["figure"] == 1.0
+    assert report["parts"]["first"]["allowed_s"] <= 29.0 and seen["deadline"] <= check.deadline
+
+    def fail(deadline: float) -> dict:
+        raise OSError("disk full")
+
+    check.run_part("second", 5.0, fail)
+    second = report["parts"]["second"]
+    assert second["status"] == "failed" and "OSError: disk full" in second["error"]
+    check.run_part("third", 5.0, record, minimum=60.0)  # needs more than the deadline leaves
+    assert report["parts"]["third"]["status"] == "skipped" and "needed" in report["parts"]["third"]["note"]
+    assert written == [{"first"}, {"first", "second"}, {"first", "second", "third"}]  # the report after every part

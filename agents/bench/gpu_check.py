@@ -183,9 +183,9 @@ class Check:
 
     def run_part(self, name: str, budget: float, body: Callable[[float], dict[str, Any]], minimum: float = 1.0) -> None:
         """Run ``body(part_deadline)`` within ``min(budget, time left)``; record its result, or why it has none."""
-        allowed = min(budget, self.left())
-        part: dict[str, Any] = {"budget_s": round(budget, 1), "allowed_s": round(allowed, 1)}
         started = time.perf_counter()
+        allowed = min(budget, self.deadline - started)
+        part: dict[str, Any] = {"budget_s": round(budget, 1), "allowed_s": round(allowed, 1)}
         if allowed < minimum:
             part.update(status="skipped", note=f"{allowed:.0f} s left before the deadline, {minimum:.0f} s needed")
         else:
