@@ -1,12 +1,17 @@
 #!/usr/bin/env python
-"""Train a continual DQN over a sequence of Atari games.
+"""Train a continual DQN over a sequence of games: MinAtar (10×10 grids, learnt on a CPU in minutes) or Atari (ALE).
 
-python scripts/train.py configs/default.yaml [key.sub=value ...] [--run-dir DIR] [--overwrite]
+python scripts/train.py configs/first_run.yaml [key.sub=value ...] [--run-dir DIR] [--overwrite]
 python scripts/train.py --resume RUN_DIR [run.key=value eval.key=value ...]
 
-While it trains it prints a line at each switch of game or task and at each evaluation, above a progress bar over
-the whole sequence (game, segment, task, recent score); at the end, a summary with agent steps per second. torch uses
-run.threads CPU threads (default 1: see docs/SPEED.md before raising it on a shared machine).
+Configs: configs/first_run.yaml (MinAtar SpaceInvaders → Breakout → SpaceInvaders, about 5 min on a CPU),
+configs/minatar_table.yaml and minatar.yaml (MinAtar), configs/atari.yaml (short ALE run), ewc_paper.yaml and
+cora_atari.yaml (ALE protocols for a GPU); docs/CONFIGURATION.md describes every key.
+
+It prints the run's games, method, task source and device, then a line at each switch of game or task and at each
+evaluation, above a progress bar over the whole sequence (game, segment, task, recent score); at the end, every
+game's score after every segment against random play, what was kept and what was forgotten, and the plot of it.
+torch uses run.threads CPU threads (default 1: see docs/SPEED.md before raising it on a shared machine).
 
 Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint, flushes TensorBoard and exits 0; --resume continues
 from the newest valid checkpoint. Bad input (unknown game or key, bad value, unusable run directory or checkpoint)
@@ -16,11 +21,14 @@ exits 2 with a message that says what to change.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from agents.evaluation.run_summary import summarise_run
 from agents.run.config import ConfigError, load_config
 from agents.run.training import CheckpointError, RunDirError, RunResult, new_run_dir, resume, train
 from envs.games import UnknownGameError
@@ -28,7 +36,7 @@ from envs.games import UnknownGameError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/default.yaml")
+    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/first_run.yaml")
     parser.add_argument("overrides", nargs="*", help="overrides such as agent.batch_size=64 run.seed=1 run.threads=2")
     parser.add_argument(
         "--run-dir",
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             result = resume(args.resume, overrides)
         else:
             if args.config is None:
-                parser.error("give a config file (e.g. configs/default.yaml) or --resume RUN_DIR")
+                parser.error("give a config file (e.g. configs/first_run.yaml) or --resume RUN_DIR")
             config = load_config(args.config, args.overrides)
             run_dir = args.run_dir or new_run_dir(config)
             print(f"run directory: {run_dir}")
@@ -69,23 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     if result.interrupted:
         print(f"\n{result.interrupted}: stopped after agent step {result.model.num_timesteps}")
         print(f"  checkpoint:  {result.last_checkpoint}")
-        print(f"  continue with:  python scripts/train.py --resume {result.run_dir}")
+        again = [sys.executable, os.path.relpath(__file__), "--resume", str(result.run_dir)]  # the interpreter running
+        print(f"  continue with:  {shlex.join(again)}")
         return 0
     print_summary(result)
     return 0
 
 
 def print_summary(result: RunResult) -> None:
-    """Steps and speed of this process, the recent score of each game, and where the run's files are."""
+    """Steps and speed of this process, what the agent kept of each game (``run_summary``), where the files are."""
     done = result.model.num_timesteps - result.start_step
     resumed = f" (resumed at {result.start_step})" if result.start_step else ""
     print(
         f"\nfinished: agent step {result.model.num_timesteps}{resumed}; {done} steps in {result.seconds:.0f} s, "
         f"{result.steps_per_second:.1f} steps/s (evaluations included; torch threads: {torch.get_num_threads()})"
     )
-    for game, scores in result.last_scores.items():
-        tail = scores[-5:]
-        print(f"  {game:<16} episodes={len(scores):<4} mean score of last {len(tail)}: {sum(tail) / len(tail):.1f}")
+    print(summarise_run(result.run_dir))
     print(f"logs and checkpoints: {result.run_dir}")
     print(f"  TensorBoard:  tensorboard --logdir {result.run_dir / 'tb'}")
     print(f"  checkpoints:  {result.run_dir / 'checkpoints'}")

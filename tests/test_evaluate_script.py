@@ -77,17 +77,20 @@ def test_metrics_follow_the_matrix(runs, evaluated):
     eval_dir = runs["seed0"] / "eval"
     hns = np.array(json.loads((eval_dir / "retention.json").read_text())["hns"])
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    assert metrics["games"] == ["Pong", "Breakout"] and metrics["complete"]
-    assert metrics["end_mean_hns"] == pytest.approx(hns[-1].mean())
+    assert metrics["games"] == ["Pong", "Breakout"] and metrics["complete"] and metrics["unit"] == "hns"
+    assert metrics["end_mean"] == pytest.approx(hns[-1].mean())
     assert metrics["end_total_clipped_hns"] == pytest.approx(np.clip(hns[-1], 0, 1).sum())
     # Pong: best after its segments 0 and 2 minus its end score; Breakout: after segment 1 minus the end.
-    assert metrics["forgetting_hns"]["Pong"] == pytest.approx(max(hns[0, 0], hns[2, 0]) - hns[2, 0])
-    assert metrics["forgetting_hns"]["Breakout"] == pytest.approx(hns[1, 1] - hns[2, 1])
-    assert metrics["backward_transfer_hns"] == pytest.approx(hns[2, 1] - hns[1, 1])  # Pong is trained last
-    assert metrics["forward_transfer_hns"] == pytest.approx(hns[0, 1])  # Breakout zero-shot after Pong vs random
+    assert metrics["forgetting"]["Pong"] == pytest.approx(max(hns[0, 0], hns[2, 0]) - hns[2, 0])
+    assert metrics["forgetting"]["Breakout"] == pytest.approx(hns[1, 1] - hns[2, 1])
+    # Worst drop: Pong's fall at segment 1 below its segment-0 score, or at 2 below it; Breakout's at 2 below 1.
+    assert metrics["worst_drop"]["Pong"] == pytest.approx(max(hns[0, 0] - hns[1, 0], hns[0, 0] - hns[2, 0]))
+    assert metrics["worst_drop"]["Breakout"] == pytest.approx(hns[1, 1] - hns[2, 1])
+    assert metrics["backward_transfer"] == pytest.approx(hns[2, 1] - hns[1, 1])  # Pong is trained last
+    assert metrics["forward_transfer"] == pytest.approx(hns[0, 1])  # Breakout zero-shot after Pong vs random
     # The reference's score at its end, as its own training logged it (same evaluation settings and seeds).
     reference = _tensorboard(runs["reference"] / "tb").Scalars("eval/Breakout/hns")[-1].value
-    assert metrics["forward_transfer_reference_hns"] == pytest.approx(hns[1, 1] - reference)
+    assert metrics["forward_transfer_reference"] == pytest.approx(hns[1, 1] - reference)
 
 
 def test_segment_end_rows_repeat_what_training_logged_live(runs, evaluated):

@@ -3,17 +3,23 @@
 Every chosen checkpoint of ``RUN_DIR/checkpoints`` is loaded and every game of the run's sequence is played with
 training off by ``periodic_evaluation.evaluate_games`` (same seeds as the live evaluation, so a segment-end row
 repeats what training logged under ``eval/`` with the same settings). The rows of the retention matrix are the
-segment-end checkpoints; its metrics are those of ``cl_rl.retention``, taken on human-normalised scores. Written to
-``RUN_DIR/eval/``:
+segment-end checkpoints; its metrics are those of ``cl_rl.retention`` (forgetting and worst drop as the retention
+table defines them), in the unit that fits the games (``RunEvaluation.unit``): human-normalised scores (HNS) for ALE
+games; for MinAtar games, which have no human scores, scores normalised by single-task reference runs when
+``--reference`` gives them ((score − random) / (reference − random)), raw scores otherwise. Written to
+``RUN_DIR/eval/`` (``RUN_DIR/eval_oracle/`` for true task ids, so the two task sources never overwrite each other):
 
-    retention.csv, retention_hns.csv   R[i, j]: raw score / HNS on game j after segment i
-    retention.json                     both matrices, the segments, every evaluated checkpoint, the settings
+    retention.csv                      R[i, j]: raw score on game j after segment i
+    retention_hns.csv                  the same in HNS (ALE games only)
+    retention.json                     the matrices, the segments, every evaluated checkpoint, the settings
     curves.csv                         raw score of every game at every evaluated checkpoint
-    metrics.json                       end mean HNS, total clipped HNS, forgetting, backward and forward transfer
-    scores.png, total_clipped_hns.png, retention.png
+    metrics.json                       end mean, forgetting, worst drop, backward and forward transfer (+ ALE: total
+                                       clipped HNS), with their unit
+    scores.png, retention.png (+ ALE: total_clipped_hns.png)
     cache/step_<step>.json             one checkpoint's results, reused while the settings and checkpoint are the same
 
-and the ``eval/`` scalars of each checkpoint with the heatmap as an image in TensorBoard (``RUN_DIR/tb/eval``).
+and the ``eval/`` scalars of each checkpoint with the heatmap as an image in TensorBoard (``RUN_DIR/tb/eval``, or
+``tb/eval_oracle``).
 Several runs are compared by ``compare_runs``: runs with the same ``run.name`` form a group (seeds of one method),
 aggregated with rliable's IQM and stratified-bootstrap confidence intervals.
 """
@@ -36,23 +42,30 @@ from agents.evaluation import plots
 from agents.evaluation.periodic_evaluation import TaskMode, evaluate_games
 from agents.evaluation.play import PLAY_VERSION, GameEvaluation
 from agents.evaluation.result_files import write_csv, write_json
-from agents.run.checkpoints import list_checkpoints
+from agents.run.checkpoints import list_checkpoints, load_checkpoint
 from agents.run.config import Config, load_config
 from agents.run.training import CHECKPOINT_DIR, CONFIG_NAME, TENSORBOARD_DIR
-from agents.sb3.continual_dqn import ContinualDQN
 from cl_rl.retention import (
     backward_transfer,
     final_average,
     forgetting,
     forward_transfer,
+    normalize,
     reference_transfer,
     stratified_bootstrap,
     total_clipped,
+    worst_drop,
 )
-from envs.scores import has_human_score, random_score
+from envs.scores import has_human_score, human_normalized_score, random_score
 from envs.sequence import GameSequence
 
 EVAL_DIR = "eval"
+UNITS = {"hns": "human-normalised score", "reference": "reference-normalised score", "raw": "raw score"}
+
+
+def eval_dir(run_dir: Path, task_source: str = "configured") -> Path:
+    """Where an evaluation with ``task_source`` writes: ``RUN_DIR/eval`` (the agent's own ids) or ``eval_oracle``."""
+    return run_dir / (EVAL_DIR if task_source == "configured" else f"{EVAL_DIR}_{task_source}")
 
 
 class EvaluationError(ValueError):
@@ -113,34 +126,79 @@ class RunEvaluation:
                 matrix[i] = values[self.steps.index(end)]
         return matrix
 
-    def metrics(self, reference_hns: dict[str, float] | None = None) -> dict[str, Any]:
-        """The retention metrics of ``cl_rl.retention`` on the HNS matrix (forgetting also in raw score)."""
-        hns, trained, games = self.retention(self.hns), self.trained, self.games
-        bwt, bwt_games = backward_transfer(hns, trained)
-        fwt, fwt_games = forward_transfer(hns, trained, np.zeros(len(games)))  # random play has HNS 0
-        forget = forgetting(hns, trained)
+    @property
+    def random(self) -> np.ndarray:
+        """Mean score of random play on each game (``envs.scores``)."""
+        return np.array([random_score(game) for game in self.games])
+
+    @property
+    def complete(self) -> bool:
+        """Whether every segment end was evaluated (on every game)."""
+        return bool(np.isfinite(self.retention(self.scores)).all())
+
+    def unit(self, reference: Mapping[str, float] | None = None) -> str:
+        """``hns`` for ALE games, ``reference`` for MinAtar games with a reference score for each, else ``raw``."""
+        if self.has_hns:
+            return "hns"
+        return "reference" if reference and all(g in reference for g in self.games) else "raw"
+
+    def normalised(self, reference: Mapping[str, float] | None = None) -> np.ndarray:
+        """Every evaluated checkpoint's scores in ``unit(reference)``."""
+        unit = self.unit(reference)
+        if unit == "hns":
+            return self.hns
+        if unit == "reference":
+            assert reference is not None, "unit 'reference' needs the reference scores"
+            return normalize(self.scores, self.random, np.array([reference[g] for g in self.games]))
+        return self.scores
+
+    def metrics(self, reference: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """The retention metrics of ``cl_rl.retention`` in ``unit(reference)``; forgetting and worst drop also raw.
+
+        ``reference``: raw scores of single-task runs by game (``reference_scores``).
+        """
+        unit, values, trained, games = self.unit(reference), self.normalised(reference), self.trained, self.games
+        matrix, raw = self.retention(values), self.retention(self.scores)
+        baseline = self.random if unit == "raw" else np.zeros(len(games))  # random play's score in this unit
+        bwt, bwt_games = backward_transfer(matrix, trained)
+        fwt, fwt_games = forward_transfer(matrix, trained, baseline)
+        forget, drop = forgetting(matrix, trained), worst_drop(matrix, trained)
+
+        def per_game(values: np.ndarray) -> dict[str, float]:
+            return dict(zip(games, values.tolist(), strict=True))
+
         out: dict[str, Any] = {
             "games": games,
-            "complete": bool(np.isfinite(hns).all()),
-            "end_mean_hns": final_average(hns),
-            "end_total_clipped_hns": total_clipped(hns[-1]),
-            "max_total_clipped_hns": len(games),
-            "mean_forgetting_hns": float(np.nanmean(forget)) if np.isfinite(forget).any() else math.nan,
-            "forgetting_hns": dict(zip(games, forget.tolist(), strict=True)),
-            "forgetting_score": dict(
-                zip(games, forgetting(self.retention(self.scores), trained).tolist(), strict=True)
-            ),
-            "backward_transfer_hns": bwt,
-            "backward_transfer_per_game_hns": dict(zip(games, bwt_games.tolist(), strict=True)),
-            "forward_transfer_hns": fwt,
-            "forward_transfer_per_game_hns": dict(zip(games, fwt_games.tolist(), strict=True)),
+            "unit": unit,
+            "complete": self.complete,
+            "random_score": per_game(self.random),
+            "retention": matrix,  # R[i, j] in this unit, one row per segment
+            "end_mean": final_average(matrix),
+            "forgetting": per_game(forget),
+            "mean_forgetting": _nanmean(forget),
+            "worst_drop": per_game(drop),
+            "mean_worst_drop": _nanmean(drop),
+            "forgetting_raw": per_game(forgetting(raw, trained)),
+            "worst_drop_raw": per_game(worst_drop(raw, trained)),
+            "backward_transfer": bwt,
+            "backward_transfer_per_game": per_game(bwt_games),
+            "forward_transfer": fwt,
+            "forward_transfer_per_game": per_game(fwt_games),
         }
-        if reference_hns:
-            reference = np.array([reference_hns.get(game, math.nan) for game in games])
-            ref, ref_games = reference_transfer(hns, trained, reference)
-            out["forward_transfer_reference_hns"] = ref
-            out["forward_transfer_reference_per_game_hns"] = dict(zip(games, ref_games.tolist(), strict=True))
+        if unit == "hns":
+            out["end_total_clipped_hns"] = total_clipped(matrix[-1])
+            out["max_total_clipped_hns"] = len(games)
+        if reference:  # each reference's score in this unit (NaN for a game without one)
+            ref_row = np.array([self._in_unit(g, reference[g], unit) if g in reference else math.nan for g in games])
+            mean, ref_games = reference_transfer(matrix, trained, ref_row)
+            out["forward_transfer_reference"] = mean
+            out["forward_transfer_reference_per_game"] = per_game(ref_games)
         return out
+
+    @staticmethod
+    def _in_unit(game: str, score: float, unit: str) -> float:
+        """A raw score in ``unit``; a reference-normalised single-task reference is 1 by definition."""
+        return human_normalized_score(game, score) if unit == "hns" else 1.0 if unit == "reference" else score
 
 
 # --- evaluating ---------------------------------------------------------------------------------------------------
@@ -215,7 +273,8 @@ def evaluate_checkpoint(
                 if on_game is not None:
                     on_game(result)
             return results
-    model = ContinualDQN.load(path, env=None, device=config.run.device)
+    fix = "leave it out with --checkpoints (e.g. --checkpoints segments or steps such as 200,350), or delete it"
+    model = load_checkpoint(path, device=config.run.device, fix=fix)
     results = evaluate_games(
         model, games, config.env, settings.episodes, settings.epsilon, settings.task_source, settings.seed, on_game
     )
@@ -242,7 +301,7 @@ def evaluate_run(
     with tqdm(total=len(chosen) * len(sequence.games), desc=run_dir.name, unit="game", disable=not progress) as bar:
         for step, path in chosen:
             bar.set_postfix_str(f"step {step}")
-            cache = run_dir / EVAL_DIR / "cache" / f"step_{step:010d}.json"
+            cache = eval_dir(run_dir, settings.task_source) / "cache" / f"step_{step:010d}.json"
             rows.append(evaluate_checkpoint(path, config, settings, cache, on_game=lambda _: bar.update(1)))
     return RunEvaluation(
         run_dir=run_dir,
@@ -259,7 +318,7 @@ def evaluate_run(
 def reference_scores(
     run_dirs: Sequence[Path], overrides: Mapping[str, Any] | None = None, progress: bool = True
 ) -> dict[str, float]:
-    """HNS of single-task reference runs at their last checkpoint, by game."""
+    """Raw scores of single-task reference runs at their last checkpoint, by game."""
     reference: dict[str, float] = {}
     for run_dir in run_dirs:
         evaluation = evaluate_run(run_dir, "last", overrides, progress)
@@ -268,21 +327,25 @@ def reference_scores(
                 f"--reference {str(run_dir)!r} trains {len(evaluation.games)} games ({', '.join(evaluation.games)}); "
                 "a reference must be a single-task run: a sequence of one game"
             )
-        reference[evaluation.games[0]] = float(evaluation.hns[-1, 0])
+        reference[evaluation.games[0]] = float(evaluation.scores[-1, 0])
     return reference
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
-def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write the retention matrix, metrics, plots and TensorBoard image into ``RUN_DIR/eval``; returns the metrics."""
-    out = evaluation.run_dir / EVAL_DIR
+def write_run(evaluation: RunEvaluation, reference: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Write the retention matrix, metrics, plots and TensorBoard image into ``eval_dir``; returns the metrics.
+
+    ``reference``: raw scores of single-task runs by game (``reference_scores``).
+    """
+    out = eval_dir(evaluation.run_dir, evaluation.settings.task_source)
     out.mkdir(parents=True, exist_ok=True)
     ev, games = evaluation, evaluation.games
     segments = [
         {"segment": i, "game": s.game, "end_step": end}
         for i, (s, end) in enumerate(zip(ev.sequence.segments, ev.sequence.ends, strict=True))
     ]
-    for name, values in (("retention.csv", ev.scores), ("retention_hns.csv", ev.hns)):
+    matrices = [("retention.csv", ev.scores)] + ([("retention_hns.csv", ev.hns)] if ev.has_hns else [])
+    for name, values in matrices:
         matrix = ev.retention(values)
         write_csv(
             out / name,
@@ -297,7 +360,7 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
         ["step", *games],
         [[step, *row] for step, row in zip(ev.steps, ev.scores.tolist(), strict=True)],
     )
-    metrics = ev.metrics(reference_hns)
+    metrics = ev.metrics(reference)
     settings = dataclasses.asdict(ev.settings)
     write_json(out / "metrics.json", {**metrics, "settings": settings})
     write_json(
@@ -306,19 +369,23 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
             "games": games,
             "segments": segments,
             "score": ev.retention(ev.scores),
-            "hns": ev.retention(ev.hns),
-            "checkpoints": {"steps": ev.steps, "score": ev.scores, "hns": ev.hns, "task": ev.tasks},
+            **({"hns": ev.retention(ev.hns)} if ev.has_hns else {}),
+            "random_score": ev.random,
+            "checkpoints": {
+                "steps": ev.steps,
+                "score": ev.scores,
+                **({"hns": ev.hns} if ev.has_hns else {}),
+                "task": ev.tasks,
+            },
             "settings": settings,
         },
     )
-    random = [random_score(game) for game in games]
+    plots.save(plots.score_curves(ev.steps, ev.scores, games, ev.sequence, list(ev.random)), out / "scores.png")
     total = cast(np.ndarray, total_clipped(ev.hns))  # one total per checkpoint: hns is 2-D
-    plots.save(plots.score_curves(ev.steps, ev.scores, games, ev.sequence, random), out / "scores.png")
-    plots.save(plots.total_clipped_curve(ev.steps, total, len(games), ev.sequence), out / "total_clipped_hns.png")
     if ev.has_hns:
-        heatmap = plots.retention_heatmap(ev.retention(ev.hns), games, ev.sequence)
-    else:
-        heatmap = plots.retention_heatmap(ev.retention(ev.scores), games, ev.sequence, label="raw score")
+        plots.save(plots.total_clipped_curve(ev.steps, total, len(games), ev.sequence), out / "total_clipped_hns.png")
+    unit = metrics["unit"]
+    heatmap = plots.retention_heatmap(ev.retention(ev.normalised(reference)), games, ev.sequence, label=UNITS[unit])
     plots.save(heatmap, out / "retention.png")
     _write_tensorboard(ev, total, plots.to_rgb_array(heatmap))
     return metrics
@@ -326,7 +393,7 @@ def write_run(evaluation: RunEvaluation, reference_hns: dict[str, float] | None 
 
 def _write_tensorboard(ev: RunEvaluation, total: np.ndarray, heatmap: np.ndarray) -> None:
     """The checkpoints' scores as ``eval/`` scalars and the heatmap as an image, in a fresh ``tb/eval`` run."""
-    directory = ev.run_dir / TENSORBOARD_DIR / EVAL_DIR
+    directory = ev.run_dir / TENSORBOARD_DIR / eval_dir(ev.run_dir, ev.settings.task_source).name
     for old in directory.glob("events.out.tfevents.*"):
         old.unlink()  # an earlier evaluation of this run: replaced, not duplicated
     writer = SummaryWriter(str(directory))
@@ -375,11 +442,12 @@ def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50
                     "group": name,
                     "seed": ev.config.run.seed,
                     "run_dir": str(ev.run_dir),
-                    "end_mean_hns": m["end_mean_hns"],
+                    "end_mean_hns": m["end_mean"],
                     "end_total_clipped_hns": m["end_total_clipped_hns"],
-                    "mean_forgetting_hns": m["mean_forgetting_hns"],
-                    "backward_transfer_hns": m["backward_transfer_hns"],
-                    "forward_transfer_hns": m["forward_transfer_hns"],
+                    "mean_forgetting_hns": m["mean_forgetting"],
+                    "mean_worst_drop_hns": m["mean_worst_drop"],
+                    "backward_transfer_hns": m["backward_transfer"],
+                    "forward_transfer_hns": m["forward_transfer"],
                     "group_iqm_end_hns": iqm.value,
                     "group_iqm_end_hns_ci": [iqm.low, iqm.high],
                     "group_iqm_total_clipped_hns": total_iqm.value,
@@ -397,34 +465,44 @@ def compare_runs(evaluations: Sequence[RunEvaluation], out: Path, reps: int = 50
 
 
 def format_run(ev: RunEvaluation, metrics: dict[str, Any]) -> str:
-    """The retention matrix (HNS; raw scores for games without a human score) and the headline metrics, as text."""
+    """The retention matrix in the metrics' unit (with random play's row) and the headline metrics, as text."""
     s, width = ev.settings, max(9, *(len(g) + 2 for g in ev.games))
-    values, what = (ev.hns, "HNS") if ev.has_hns else (ev.scores, "raw score, as these games have no human score,")
+    unit = metrics["unit"]
+    cell = f"{{:>{width}.{2 if unit == 'raw' else 3}f}}"
     lines = [
         f"{ev.run_dir}: {len(ev.steps)} checkpoint(s), {s.episodes} episode(s) per game, ε = {s.epsilon}, "
         f"task ids: {s.task_source}",
-        f"retention matrix ({what} on each game after each segment):",
+        f"retention matrix ({UNITS[unit]} on each game after each segment):",
         f"  {'after segment':<24}" + "".join(f"{g:>{width}}" for g in ev.games),
     ]
-    for (i, segment), row in zip(enumerate(ev.sequence.segments), ev.retention(values), strict=True):
-        cells = "".join(f"{v:>{width}.3f}" if np.isfinite(v) else f"{'-':>{width}}" for v in row)
+    for (i, segment), row in zip(enumerate(ev.sequence.segments), metrics["retention"], strict=True):
+        cells = "".join(cell.format(v) if np.isfinite(v) else f"{'-':>{width}}" for v in row)
         lines.append(f"  {f'{i}: {segment.game}':<24}{cells}")
-    if not ev.has_hns:
-        forgetting = ", ".join(f"{game} {value:.3f}" for game, value in metrics["forgetting_score"].items())
-        lines += [
-            f"forgetting (raw score): {forgetting}",
-            f"written: {ev.run_dir / EVAL_DIR} (retention.csv/json, *.png)",
-        ]
-        return "\n".join(lines)
-    summary = (
-        f"end mean HNS {metrics['end_mean_hns']:.3f} | total clipped HNS {metrics['end_total_clipped_hns']:.3f} of "
-        f"{metrics['max_total_clipped_hns']} | mean forgetting {metrics['mean_forgetting_hns']:.3f} | "
-        f"BWT {metrics['backward_transfer_hns']:.3f} | FWT {metrics['forward_transfer_hns']:.3f}"
-    )
-    if "forward_transfer_reference_hns" in metrics:
-        summary += f" | FWT vs reference {metrics['forward_transfer_reference_hns']:.3f}"
-    lines += [summary, f"written: {ev.run_dir / EVAL_DIR} (retention.csv/json, metrics.json, *.png)"]
+    if unit == "raw":
+        lines.append(f"  {'random play':<24}" + "".join(cell.format(v) for v in ev.random))
+    if not metrics["complete"]:
+        lines.append("  (segment ends without a row were not evaluated: --checkpoints all or segments scores them)")
+
+    def per_game(key: str) -> str:
+        return ", ".join(f"{g.split('/')[-1]} {v:.3f}" for g, v in metrics[key].items() if np.isfinite(v)) or "-"
+
+    lines += [
+        f"forgetting (best after an own segment − end): {per_game('forgetting')}",
+        f"worst drop (largest fall below that best at any later segment end): {per_game('worst_drop')}",
+    ]
+    summary = f"end mean {metrics['end_mean']:.3f} | BWT {metrics['backward_transfer']:.3f} | "
+    summary += f"FWT {metrics['forward_transfer']:.3f} ({UNITS[unit]})"
+    if unit == "hns":
+        total, most = metrics["end_total_clipped_hns"], metrics["max_total_clipped_hns"]
+        summary = f"total clipped HNS {total:.3f} of {most} | " + summary
+    if "forward_transfer_reference" in metrics:
+        summary += f" | FWT vs reference {metrics['forward_transfer_reference']:.3f}"
+    lines += [summary, f"written: {eval_dir(ev.run_dir, s.task_source)} (retention.csv/json, metrics.json, *.png)"]
     return "\n".join(lines)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
 
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:

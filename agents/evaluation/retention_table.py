@@ -55,7 +55,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.evaluation import plots
 from agents.evaluation.result_files import json_ready, write_csv
-from agents.evaluation.retention_eval import EVAL_DIR, EvalSettings, evaluate_checkpoint
+from agents.evaluation.retention_eval import EvalSettings, eval_dir, evaluate_checkpoint
 from agents.run.checkpoints import CheckpointError, checkpoint_path, list_checkpoints
 from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config, settings_in_use
 from agents.run.training import (
@@ -428,7 +428,7 @@ def read_run(run_dir: Path, rescore: bool = False) -> RunScores:
     settings = EvalSettings(e.episodes, e.epsilon, e.task_source, e.seed)
 
     def evaluated(step: int, checkpoint: Path) -> list[float]:
-        cache = run_dir / EVAL_DIR / "cache" / f"step_{step:010d}.json"
+        cache = eval_dir(run_dir, settings.task_source) / "cache" / f"step_{step:010d}.json"
         return [r.score for r in evaluate_checkpoint(checkpoint, config, settings, cache)]
 
     if rescore:
