@@ -88,6 +88,11 @@ def test_dry_run_trains_breakout_and_scores_it_over_time(dry_run: tuple[dict, st
     assert evaluations[-1]["step"] == learning["agent_steps"]  # the last score is of the agent as training stopped
     assert learning["random_score"] == 1.7 and learning["published"]["iteration"] == 0
     assert learning["published"]["DQN"] == PUBLISHED_DQN["Breakout"]["DQN"][0]
+    for e in evaluations:  # the published curve beside each score, at that score's frames
+        assert e["published"] == {
+            a: v[e["frames"] // 1_000_000] for a, v in PUBLISHED_DQN["Breakout"].items() if a != "source"
+        }
+    assert "| published DQN |" in md
     assert list((out / "learning" / "tb").rglob("events.out.tfevents.*")), "no TensorBoard events of the run"
     assert "Dopamine" in md or "dopamine" in md
     assert f"{learning['agent_steps']:,} agent steps" in md

@@ -395,6 +395,9 @@ def learning_part(s: CheckSettings, device: str, fastest: dict[str, Any], out: P
     result = train(config, out / "learning", overwrite=True, callbacks=[evaluation])
     steps = result.model.num_timesteps
     frames = steps * config.env.frame_skip
+    for e in evaluation.history:  # DQN's published score at each evaluation's frames, for the curve side by side
+        point = published_at(s.game, e["frames"])
+        e["published"] = None if point is None else {k: v for k, v in point.items() if isinstance(v, float)}
     return {
         "game": s.game,
         "setting": {"n_envs": n, "vector": fastest["vector"], "updates_per_transition": 0.25, "device": device},

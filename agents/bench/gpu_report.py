@@ -86,11 +86,14 @@ def learning_section(part: dict[str, Any]) -> list[str]:
     )
     lines.append("")
     random = part["random_score"]
+    curve_agents = list((part["evaluations"][0].get("published") or {}) if part["evaluations"] else {})
     rows = []
     for e in part["evaluations"]:
         versus = f"{e['score'] - random:+.2f}"
-        rows.append([e["step"], f"{e['frames']:,}", e["train_seconds"], e["score"], versus, e["eval_seconds"]])
-    lines += _table(["agent steps", "frames", "s into training", "score", "vs random", "evaluation s"], rows)
+        curve = [(e.get("published") or {}).get(a) for a in curve_agents]
+        rows.append([e["step"], f"{e['frames']:,}", e["train_seconds"], e["score"], versus, *curve, e["eval_seconds"]])
+    heads = ["agent steps", "frames", "s into training", "score", "vs random"]
+    lines += _table([*heads, *(f"published {a}" for a in curve_agents), "evaluation s"], rows)
     lines += ["", f"Random play: {random} (DQN Zoo's table, `envs/data/atari_scores.csv`)."]
     published = part.get("published")
     if published is None:
