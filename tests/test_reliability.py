@@ -201,7 +201,7 @@ def test_sigint_checkpoints_flushes_and_exits_0_then_resume_finishes(tmp_path):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    assert "SIGINT" in out and f"--resume {run_dir}" in out
+    assert "SIGINT" in out and f"continue with:  {sys.executable} scripts/train.py --resume {run_dir}" in out
     stopped = max(_steps(run_dir))
     assert 200 < stopped < 500 or stopped == 200  # stopped within the second segment, or right at its start
     assert list((run_dir / "tb").glob("events.*"))

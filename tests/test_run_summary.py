@@ -72,7 +72,7 @@ def test_segment_end_scores_pick_the_segment_ends_and_leave_gaps_as_nan():
     assert np.isnan(matrix[2]).all()
 
 
-def test_summary_of_a_real_minatar_run_reads_its_logged_evaluations(tmp_path):
+def test_summary_of_a_real_minatar_run_reads_its_logged_evaluations(tmp_path, capsys):
     overrides = [
         *MINATAR_TINY_AGENT,
         f"sequence.segments=[{{game: {SI}, steps: 150}}, {{game: {BO}, steps: 150}}, {{game: {SI}, steps: 150}}]",
@@ -81,6 +81,10 @@ def test_summary_of_a_real_minatar_run_reads_its_logged_evaluations(tmp_path):
     ]
     config = load_config(REPO / "configs" / "first_run.yaml", overrides)
     train(config, tmp_path / "run")
+    start = capsys.readouterr().out.splitlines()[:3]  # the run's first lines: games, method, task source, device
+    assert start[0] == f"first_run: {SI} → {BO} → {SI}, 450 agent steps"
+    assert start[1].startswith("  method: rehearsal, ")
+    assert start[2] == "  task ids: inferred from the observations (fmn); device: cpu, 1 torch thread(s)"
     text = summarise_run(tmp_path / "run")
     assert "1 evaluation episodes per game and segment end" in text
     lines = text.splitlines()
