@@ -93,3 +93,17 @@ def test_the_retention_table_reads_the_last_dormant_fraction_and_effective_rank(
         "dormant": runs[0]["plasticity/dormant"][-1][1],
         "effective_rank": runs[0]["plasticity/effective_rank"][-1][1],
     }
+
+
+def test_plot_plasticity_draws_the_runs_and_prints_their_last_values(runs, root, tmp_path) -> None:
+    script = [sys.executable, str(REPO / "scripts" / "plot_plasticity.py")]
+    out = tmp_path / "figure.png"
+    command = [*script, str(root / "every100"), str(root / "switches"), "--labels", "every100", "switches"]
+    result = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 10_000
+    dormant = runs[0]["plasticity/dormant"]
+    mean = sum(v for _, v in dormant) / len(dormant)
+    assert f"| every100 | {dormant[-1][1]:.3g} ({mean:.3g}) |" in result.stdout
+    bad = subprocess.run([*script, str(tmp_path), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "not run directories" in bad.stderr and "Traceback" not in bad.stderr
