@@ -1,9 +1,11 @@
 """Task inference over real game streams, scored against the true games: the measurement behind tests and benchmark.
 
-How well frames identify games does not depend on the agent's learning, only on the screens it sees, so the streams
-are played by fixed policies: ``uniform`` (uniformly random actions) and ``sticky`` (not uniform: each episode draws
-its own action preferences from a Dirichlet(0.3) and repeats the previous action with probability 0.8, so it dwells
-in corners of the screen and reaches other phases than a uniform policy does).
+How well frames identify games depends on the screens the agent sees, and a learning agent sees other screens than a
+random one, so the streams are played by fixed random policies and by learning agents: ``uniform`` (uniformly random
+actions), ``sticky`` (not uniform: each episode draws its own action preferences from a Dirichlet(0.3) and repeats the
+previous action with probability 0.8, so it dwells in corners of the screen and reaches other phases than a uniform
+policy does), and ``agent:<run>@<step>``: a checkpoint of a real training run, ε-greedy with ε = 0.05 as the
+evaluation plays (``agents.bench.agent_policies``).
 
 Emulating is what costs (ALE ~0.5 ms an agent step), so every game's frames are recorded once, in independent chunks
 of ``CHUNK`` agent steps (each starting with a reset), and cached as ``.npz`` under ``$CL_RL_FRAME_CACHE`` (default
@@ -26,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.bench.agent_policies import AgentPolicy, agent_checkpoint, is_agent_policy
 from cl_rl.task_inference import FlatFMN, FMNSettings, warm_grid_kernels
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement, game_task_summary
 
 CHUNK = 10_000  # agent steps per cached chunk
 POLICIES = ("uniform", "sticky")
+AGENT_EPSILON = 0.05  # an agent plays its streams as the evaluation plays it
 
 
 def cache_dir() -> Path:
@@ -56,7 +60,7 @@ class _Policy:
         if self.kind == "sticky":
             self.prefs = self.rng.dirichlet(np.full(self.n, 0.3))
 
-    def act(self) -> int:
+    def act(self, observation: np.ndarray) -> int:
         if self.kind == "uniform" or self.rng.random() >= 0.8:
             self.action = int(self.rng.choice(self.n, p=self.prefs))
         return self.action
@@ -73,7 +77,12 @@ def record_game(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarr
 
         env = make_atari_env(game, AtariSettings(frame_stack=1))
     n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # a game's action space is Discrete
-    act = _Policy(policy, n_actions, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    act: _Policy | AgentPolicy
+    if is_agent_policy(policy):
+        act = AgentPolicy(agent_checkpoint(policy, game, cache_dir()), game, AGENT_EPSILON, rng)
+    else:
+        act = _Policy(policy, n_actions, rng)
     obs, _ = env.reset(seed=seed)
     newest = (lambda o: np.asarray(o)) if is_minatar(game) else (lambda o: np.asarray(o)[-1])
     frames = np.empty((steps, *newest(obs).shape), np.uint8)
@@ -84,7 +93,7 @@ def record_game(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarr
         frames[t], starts[t] = newest(obs), start
         if start:
             act.new_episode()
-        obs, _, terminated, truncated, _ = env.step(act.act())
+        obs, _, terminated, truncated, _ = env.step(act.act(obs))
         start = terminated or truncated
         if start:
             obs, _ = env.reset()
@@ -96,7 +105,7 @@ def record_game(game: str, steps: int, policy: str, seed: int) -> tuple[np.ndarr
 def emulator_us(game: str, policy: str = "sticky", steps: int = 3000) -> float:
     """CPU µs per agent step of emulating ``game`` (process CPU time, so other jobs on the machine do not inflate it;
     the task inference is timed the same way). Measured once over ``steps`` agent steps and cached on disk."""
-    path = cache_dir() / f"{game.replace('/', '_')}.{policy}.cpu_us.txt"
+    path = cache_dir() / f"{game.replace('/', '_')}.{_file_part(policy)}.cpu_us.txt"
     if path.exists():
         return float(path.read_text())
     record_game(game, 10, policy, seed=12345)  # imports and ROM loading are not per step
@@ -108,9 +117,13 @@ def emulator_us(game: str, policy: str = "sticky", steps: int = 3000) -> float:
     return cpu_us
 
 
+def _file_part(policy: str) -> str:
+    return policy.replace(":", "-").replace("@", "-")
+
+
 def game_chunk(game: str, chunk: int, policy: str = "sticky", seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """Frames, episode-start flags and emulator µs per agent step of chunk ``chunk`` of ``game`` (cached on disk)."""
-    path = cache_dir() / f"{game.replace('/', '_')}.{policy}.s{seed}.c{chunk}.npz"
+    path = cache_dir() / f"{game.replace('/', '_')}.{_file_part(policy)}.s{seed}.c{chunk}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["frames"], data["starts"], float(data["env_us"])
@@ -226,7 +239,7 @@ def run_stream(
     if any(is_minatar(game) for game, _ in visits):
         warm_grid_kernels()  # once per process (~0.7 s loading the cached kernels): not a per-step cost
     for game, frames, starts in visit_frames(visits, policy, seed):
-        env_us.append(emulator_us(game, policy))
+        env_us.append(emulator_us(game, "sticky" if is_agent_policy(policy) else policy))  # the emulator alone
         task = -1
         for frame, start in zip(frames, starts, strict=True):
             t = time.thread_time()

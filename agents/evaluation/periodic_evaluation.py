@@ -7,8 +7,9 @@ task id of each step comes from a *copy* of the agent's task source fed with the
 
 A task id the network does not have yet (a game never trained, or one the task source takes for a new one) is played
 the way the agent would meet it: with fresh gains (1) and biases (0) on the shared weights, i.e. the parameters a new
-task starts from (``cl_rl.task_modulation``), in a copy of the network. That is the zero-shot score of forward
-transfer.
+task starts from (``cl_rl.task_modulation``), in a copy of the network. For a game not trained yet that is the
+zero-shot score of forward transfer; for a game already trained it is a recognition failure, not forgetting, so it is
+said on the evaluation line and logged (``eval/<Game>/task_known``, ``eval/unrecognised``).
 
 Training state is left as it was: the evaluation has its own envs and ε generator, copies the task source, restores
 the active task, and saves and restores the global ``random``, NumPy and torch generators; ε timers and replay
@@ -18,7 +19,7 @@ buffers are never touched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -80,25 +81,52 @@ def preserved_global_rng() -> Iterator[None]:
 def _task_source_copy(model: ContinualDQN, mode: TaskMode, games: Sequence[str]) -> TaskSource:
     """A task source the evaluation may feed freely: the agent's own (copied), or an oracle."""
     if mode == "configured" or isinstance(model.task_source, OracleTaskSource):
-        return copy.deepcopy(model.task_source)
+        source = copy.deepcopy(model.task_source)
+        # The evaluation's episodes do not continue the training's: an undecided window of the training's episode
+        # must not decide in the copy from a few frames of another game (it opened tasks the agent does not have).
+        source.cut_episode()
+        return source
     oracle = OracleTaskSource()  # the agent infers its tasks: number games in order of first appearance, as it would
     oracle.load_state_dict({"ids": {game: k for k, game in enumerate(dict.fromkeys(games))}})
     return oracle
 
 
-def evaluation_line(step: int, results: Sequence[GameEvaluation]) -> str:
-    """``[step 200] evaluation: Pong -21.0 (task 0), Breakout 1.0 (task 1); mean HNS 0.01``: mean raw scores."""
-    games = ", ".join(f"{r.game} {r.score:.1f} (task {r.task})" for r in results)
+def evaluation_line(step: int, results: Sequence[GameEvaluation], trained: Collection[str] = ()) -> str:
+    """``[step 200] evaluation: Pong -21.0 (task 0), Breakout 1.0 (task 1); mean HNS 0.01``: mean raw scores.
+
+    A game played with a task the agent does not have says so: ``(task 2: not recognised)`` if it was ``trained``
+    already (a recognition failure), ``(task 2: new)`` if not (zero-shot); a task that played several games says
+    which others (``(task 0, also Pong)``)."""
+    games_of: dict[int, list[str]] = {}
+    for r in results:
+        games_of.setdefault(r.task, []).append(r.game)
+    parts = []
+    for r in results:
+        note = ""
+        if r.task >= r.known_tasks:
+            note = ": not recognised" if r.game in trained else ": new"
+        elif len(games_of[r.task]) > 1:
+            note = ", also " + " and ".join(g for g in games_of[r.task] if g != r.game)
+        parts.append(f"{r.game} {r.score:.1f} (task {r.task}{note})")
     hns = [r.hns for r in results if has_human_score(r.game)]
-    return f"[step {step}] evaluation: {games}" + (f"; mean HNS {np.mean(hns):.2f}" if hns else "")
+    return f"[step {step}] evaluation: {', '.join(parts)}" + (f"; mean HNS {np.mean(hns):.2f}" if hns else "")
+
+
+def unrecognised(results: Sequence[GameEvaluation], trained: Collection[str]) -> list[str]:
+    """The ``trained`` games that an evaluation played with a task the agent does not have (not recognised)."""
+    return [r.game for r in results if r.game in trained and r.task >= r.known_tasks]
 
 
 class PeriodicEvaluationCallback(BaseCallback):
     """Evaluates every game at each segment end and every ``every`` agent steps (0: segment ends only).
 
     Logs ``eval/<Game>/score`` (raw mean score), ``eval/<Game>/hns``, ``eval/<Game>/task`` (the task id that played
-    it), ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most), and
+    it), ``eval/<Game>/task_known`` (1 if the agent had that task, 0 if it was played with a new task's parameters),
+    ``eval/unrecognised`` (games trained before this evaluation but played with a task the agent does not have),
+    ``eval/mean_hns`` and ``eval/total_clipped_hns`` (Σ clip(HNS, 0, 1): 0 random, number of games at most), and
     prints one line per evaluation (``evaluation_line``). MinAtar games have no human score: no HNS is logged for them.
+    ``trained_from``: the agent step at which each game's training starts (the games trained by an evaluation are
+    those started before it).
     """
 
     model: ContinualDQN
@@ -113,9 +141,11 @@ class PeriodicEvaluationCallback(BaseCallback):
         epsilon: float = 0.05,
         task_source: TaskMode = "configured",
         seed: int = 0,
+        trained_from: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.games, self.settings = list(games), settings
+        self.trained_from = dict(trained_from or {})
         self.segment_ends, self.every = set(segment_ends), every
         self.episodes, self.epsilon, self.task_source, self.seed = episodes, epsilon, task_source, seed
         self.history: list[tuple[int, list[GameEvaluation]]] = []
@@ -130,18 +160,21 @@ class PeriodicEvaluationCallback(BaseCallback):
         results = evaluate_games(
             self.model, self.games, self.settings, self.episodes, self.epsilon, self.task_source, self.seed
         )
+        trained = [g for g, start in self.trained_from.items() if start < self.num_timesteps]
         for r in results:
             self.logger.record(f"eval/{r.game}/score", r.score)
             if has_human_score(r.game):
                 self.logger.record(f"eval/{r.game}/hns", r.hns)
             self.logger.record(f"eval/{r.game}/task", r.task)
+            self.logger.record(f"eval/{r.game}/task_known", float(r.task < r.known_tasks))
+        self.logger.record("eval/unrecognised", len(unrecognised(results, trained)))
         hns = np.array([r.hns for r in results if has_human_score(r.game)])
         if hns.size:
             self.logger.record("eval/mean_hns", float(hns.mean()))
             self.logger.record("eval/total_clipped_hns", total_clipped(hns))
         self.logger.dump(self.num_timesteps)
         self.history.append((self.num_timesteps, results))
-        tqdm.write(evaluation_line(self.num_timesteps, results))  # above the progress bar, if there is one
+        tqdm.write(evaluation_line(self.num_timesteps, results, trained))  # above the progress bar, if there is one
         return results
 
     @classmethod
@@ -158,4 +191,13 @@ class PeriodicEvaluationCallback(BaseCallback):
             config.epsilon,
             config.task_source,
             config.seed,
+            trained_from=first_starts(sequence),
         )
+
+
+def first_starts(sequence: GameSequence) -> dict[str, int]:
+    """The agent step at which each game of ``sequence`` is first trained."""
+    starts: dict[str, int] = {}
+    for segment, end in zip(sequence.segments, sequence.ends, strict=True):
+        starts.setdefault(segment.game, end - segment.steps)
+    return starts
