@@ -12,6 +12,8 @@ ReplayBuffer) on request. See agents/bench/speed_benchmark.py.
     python scripts/bench_speed.py --bare --threads 1                    # CPU ms of a MinAtar step's network work alone
     python scripts/bench_speed.py --bare --compile --threads 1          # ... and with the loss through torch.compile
     python scripts/bench_speed.py --n-envs 1,2,4 --vector python,cpp      # this agent also on the C++ vector env
+    python scripts/bench_speed.py --minatar --variants sb3,plain,plain_plasticity,full --steps 5000
+                                        # the cost of the plasticity diagnostics (ratio_plasticity_vs_plain)
 
 The last line reads `ratio_full_vs_sb3=<x> ratio_plain_vs_sb3=<x> steps_per_s_full=<x>` (with full8, the line before
 it `ratio_full8_vs_sb3=<x> (eight EWC anchors)`).
@@ -127,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --bare: also this agent's step with its loss through torch.compile (and the compile's seconds)",
     )
+    parser.add_argument(
+        "--plasticity-every",
+        type=int,
+        default=defaults.plasticity_every,
+        help="agent steps between the plasticity diagnostics of variant plain_plasticity (default: %(default)s)",
+    )
     parser.add_argument("--no-double-dqn", action="store_true", help="this agent with DQN's target, as SB3's DQN")
     parser.add_argument(
         "--n-envs",
@@ -173,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"double_dqn": False} if args.no_double_dqn else {}),
             device=args.device,
             n_envs=n_envs[0],
+            plasticity_every=args.plasticity_every,
         )
     except (ValueError, UnknownGameError) as err:
         print(f"error: {err}", file=sys.stderr)

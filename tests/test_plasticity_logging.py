@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.evaluation.retention_table import end_of_run_plasticity
+from scripts.bench_speed import main as bench_speed
 from tests.conftest import REPO
 from tests.test_train_script import _scalars
 
@@ -107,3 +108,14 @@ def test_plot_plasticity_draws_the_runs_and_prints_their_last_values(runs, root,
     assert f"| every100 | {dormant[-1][1]:.3g} ({mean:.3g}) |" in result.stdout
     bad = subprocess.run([*script, str(tmp_path), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "not run directories" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_speed_times_the_plain_agent_with_the_diagnostics(capsys: pytest.CaptureFixture[str]) -> None:
+
+    # learning starts at 300 transitions: the probe (256 states) exists when the timed span starts
+    args = ["--minatar", "--steps", "40", "--warmup", "20", "--learning-starts", "300", "--buffer-size", "1000"]
+    args += ["--setup-steps", "120", "--repeats", "1", "--threads", "1", "--plasticity-every", "20"]
+    assert bench_speed([*args, "--variants", "sb3,plain,plain_plasticity,full"]) == 0
+    out = capsys.readouterr().out
+    ratio = next(line for line in out.splitlines() if line.startswith("ratio_plasticity_vs_plain="))
+    assert float(ratio.split("=")[1].split()[0]) > 0

@@ -42,7 +42,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,8 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn import functional as F
 
-from agents.run.config import Config, config_from_dict, replay_bytes_per_task
+from agents.run.config import Config, LogConfig, config_from_dict, replay_bytes_per_task
+from agents.run.plasticity import PlasticityCallback
 from agents.run.training import make_agent, make_stream
 from agents.sb3.continual_dqn import ContinualDQN
 from agents.sb3.networks import ARCHITECTURES
@@ -73,7 +74,7 @@ from cl_rl.methods.quadratic import QuadraticMethod
 from cl_rl.task_modulation import shared_parameters
 from envs.games import ale_env_id, canonical_game
 
-VARIANTS = ("sb3", "plain", "plain_sb3_replay", "full", "full8")
+VARIANTS = ("sb3", "plain", "plain_sb3_replay", "plain_plasticity", "full", "full8")
 CPP = "_cpp"  # suffix of a variant of this agent run on the C++ vector env (agent.vector: cpp), e.g. plain_cpp
 # Earlier games of the full variants, in order (each must differ from the timed game and be told apart by the FMN).
 SETUP_POOL = ("Breakout", "Freeway", "SpaceInvaders", "Seaquest", "Enduro", "Boxing", "MsPacman", "Asteroids", "Qbert")
@@ -106,6 +107,8 @@ class BenchSettings:
     # time.perf_counter() value at which a run stops: its rate is then taken over the steps timed so far (a
     # time-boxed check, scripts/gpu_check.py); a run stopped before its timed span began raises DeadlinePassed
     deadline: float = math.inf
+    # agent steps between the plasticity diagnostics of the plain_plasticity variant (plain with them logged)
+    plasticity_every: int = LogConfig().plasticity_every
 
     @classmethod
     def for_minatar(cls, **overrides: Any) -> BenchSettings:
@@ -262,11 +265,13 @@ class Stopwatch(BaseCallback):
         return self.steps / max(self.cpu_stopped - self.cpu_started, 1e-9)
 
 
-def _timed_learn(model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None) -> Stopwatch:
+def _timed_learn(
+    model: BaseAlgorithm, start: int, s: BenchSettings, on_start=None, callbacks: Sequence[BaseCallback] = ()
+) -> Stopwatch:
     """Run ``model`` through the timed span (or to ``s.deadline``); the stopwatch holds the rates and counts."""
     steps = s.aligned(s.steps)
     watch = Stopwatch(start, steps, on_start, s.deadline)
-    model.learn(start + steps + s.period, callback=watch, log_interval=1_000_000, progress_bar=False)
+    model.learn(start + steps + s.period, callback=[watch, *callbacks], log_interval=1_000_000, progress_bar=False)
     expected = watch.steps // s.train_freq
     # e.g. the timed task's buffer was still under learning_starts; a span cut short may end inside a rollout
     if watch.updates != expected and not (watch.cut_short and abs(watch.updates - expected) <= s.period):
@@ -411,16 +416,20 @@ def _require_anchors(model: BaseAlgorithm, anchors: int) -> None:
 
 
 def run_agent(
-    s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2
+    s: BenchSettings, full: bool, replay: str | None = None, anchors: int = 2, plasticity: bool = False
 ) -> tuple[Stopwatch, float, dict[str, float]]:
-    """This agent (plain or full); (its stopwatch, replay bytes per transition, notes on tasks and anchors)."""
+    """This agent (plain or full); (its stopwatch, replay bytes per transition, notes on tasks and anchors).
+
+    ``plasticity``: with the plasticity diagnostics every ``s.plasticity_every`` steps (agents/run/plasticity.py).
+    """
     config = agent_config(s, full, replay, anchors)
     _, env = make_stream(config, config.sequence.build())
     model = make_agent(config, env)
     start = (len(setup_games(s, anchors)) * s.aligned(s.setup_steps) if full else 0) + s.first_timed_step
     try:
         check = functools.partial(_require_anchors, anchors=anchors) if full else None
-        watch = _timed_learn(model, start, s, on_start=check)
+        diagnostics = [PlasticityCallback(s.plasticity_every)] if plasticity else []
+        watch = _timed_learn(model, start, s, on_start=check, callbacks=diagnostics)
         notes = {"tasks": float(model.n_tasks_created), "anchors": float(active_anchors(model))}
         return watch, buffer_nbytes(model.replay_buffer.buffer()) / s.buffer_size, notes
     finally:
@@ -449,6 +458,8 @@ def run_variant(name: str, s: BenchSettings) -> VariantResult:
         watch, per_transition, notes = run_agent(s, full=False)
     elif name == "plain_sb3_replay":
         watch, per_transition, notes = run_agent(s, full=False, replay="sb3")
+    elif name == "plain_plasticity":
+        watch, per_transition, notes = run_agent(s, full=False, plasticity=True)
     elif name == "full":
         watch, per_transition, notes = run_agent(s, full=True)
     elif name == "full8":
@@ -529,6 +540,13 @@ def format_report(results: dict[str, list[VariantResult]], threads: int) -> list
     lines.append(
         f"per CPU second: ratio_full_vs_sb3={cpu_full / cpu_base:.3f} ratio_plain_vs_sb3={cpu_plain / cpu_base:.3f}"
     )
+    if "plain_plasticity" in results:
+        with_diagnostics = median_rate(results["plain_plasticity"]) / plain
+        cpu_with_diagnostics = median_cpu_rate(results["plain_plasticity"]) / cpu_plain
+        lines.append(
+            f"ratio_plasticity_vs_plain={with_diagnostics:.3f} (per CPU second {cpu_with_diagnostics:.3f}; "
+            "plasticity diagnostics logged at their cadence)"
+        )
     if "full8" in results:
         lines.append(f"ratio_full8_vs_sb3={median_rate(results['full8']) / base:.3f} (eight EWC anchors)")
     lines.append(
