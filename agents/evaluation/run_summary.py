@@ -120,7 +120,8 @@ def _story(v: GameVerdict, sequence: GameSequence) -> str:
         return f"{learnt}, trained last: nothing came after it to forget"
     share = f"{max(v.kept, 0.0):.0%}"
     if v.verdict == "kept":
-        return f"{learnt}, KEPT: at least {share} of its gain over random at every later segment end"
+        kept = "all" if v.kept >= 1 else f"at least {share}"
+        return f"{learnt}, KEPT: {kept} of its gain over random at every later segment end"
     assert v.worst_segment is not None, "a share below KEPT has a segment end where it was lowest"
     trained = sequence.segments[v.worst_segment].game.split("/")[-1]
     left = f"{share} of its gain left after segment {v.worst_segment + 1} ({trained})"
