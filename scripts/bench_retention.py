@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TableInterrupted as err:
-        print(f"\n{err}: python scripts/bench_retention.py {shlex.join(sys.argv[1:])}", file=sys.stderr)
+        again = shlex.join([sys.executable, os.path.relpath(__file__), *sys.argv[1:]])  # the interpreter running
+        print(f"\n{err}: {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # while planning or reading the runs: nothing is lost
         print("\ninterrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stopped; every run is resumable: python scripts/sweep.py {args.sweep} --sweep-dir {sweep_dir}")
+        again = shlex.join([sys.executable, os.path.relpath(__file__), str(args.sweep), "--sweep-dir", str(sweep_dir)])
+        print(f"stopped; every run is resumable: {again}")
         return 130
     failed = {name: state for name, state in states.items() if state != "done"}
     comparison = compare_sweep(sweep, sweep_dir)

@@ -253,7 +253,7 @@ def test_ctrl_c_stops_the_sweep_resumably_and_a_relaunch_finishes_every_run(loca
     stdout, stderr = driver.communicate(timeout=120)
     assert driver.returncode == 130, stderr
     assert "Ctrl-C: stopping the runs" in stdout and "Traceback" not in stdout + stderr
-    assert f"stopped; every run is resumable: python scripts/sweep.py {path} --sweep-dir {out}" in stdout
+    assert f"stopped; every run is resumable: {sys.executable} scripts/sweep.py {path} --sweep-dir {out}" in stdout
 
     trained, waited = sorted(runs, key=lambda run: not (run / "checkpoints").is_dir())
     progress, (step, newest) = read_progress(trained), list_checkpoints(trained / "checkpoints")[-1]
