@@ -8,22 +8,29 @@ ARGS ?=
 # other (docs/SPEED.md, "Torch threads"). Training also applies run.threads (default 1); tests/conftest.py pins 1.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup train test lint clean gpu-check wheels
+.PHONY: setup train train-atari test docs clean gpu-check wheels
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,sweep]"
+	$(PY) -m pip install --quiet -e ".[test,sweep,docs]"
 	touch $@
 
-train: setup  ## the default short continual run: Pong → Breakout → Pong → Freeway
-	$(PY) scripts/train.py configs/default.yaml $(ARGS)
+train: setup  ## the first run: MinAtar SpaceInvaders → Breakout → SpaceInvaders, a few minutes on a CPU
+	$(PY) scripts/train.py configs/first_run.yaml $(ARGS)
 
-test: setup  ## lint, type-check, then the whole test suite
+train-atari: setup  ## the short ALE run: Pong → Breakout → Pong → Freeway, about 20 minutes on a 2-core CPU
+	$(PY) scripts/train.py configs/atari.yaml $(ARGS)
+
+docs: setup  ## the documentation site (docs/ and the API reference from the docstrings) in site/, strict
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: setup  ## lint, type-check, build the docs (strict), then the whole test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy -p cl_rl -p agents -p envs  # type-check the library packages (scripts/ and tests/ are not checked)
+	$(VENV)/bin/mkdocs build --strict --quiet  # a broken docstring cross-reference fails here
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (the CI machine's cores), each test file in one of them
 
 # The GPU check (docs/SPEED.md, "The GPU check") runs with the machine's own python3 and torch, not the venv's CPU
@@ -47,4 +54,4 @@ wheels:
 	rm -rf $(WHEELS)/.venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

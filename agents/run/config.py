@@ -269,7 +269,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(
             f"config section(s) {', '.join(map(repr, old))} were replaced by 'method': write method.name: ewc (or "
             "online_ewc, mas, generative_replay, lwf, ..., several joined by '+') and each method's settings under "
-            "method.<name>, e.g. method.ewc.lam: 400 (see README, 'Methods')"
+            "method.<name>, e.g. method.ewc.lam: 400 (see docs/METHODS.md)"
         )
     config = _build(Config, data, "")
     sequence = config.sequence.build()  # validates games and steps now rather than at the first switch
