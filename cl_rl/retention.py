@@ -26,6 +26,8 @@ games can be averaged. A missing evaluation is NaN and is skipped where a metric
   following rliable's definitions (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"):
   ``scipy.stats.trim_mean(x, 0.25)`` over all runs × games, runs resampled with replacement within each game.
   (rliable itself is not a dependency: its ``arch`` dependency fails to import with pandas 3.)
+- the difference of two methods' aggregates (a method against fine-tuning) with a percentile interval from the
+  same stratified bootstrap run on each method's runs independently (``difference_interval``).
 """
 
 from __future__ import annotations
@@ -187,6 +189,15 @@ class Interval:
     low: float
     high: float
 
+    def excludes(self, value: float = 0.0) -> bool:
+        """Whether ``value`` lies outside the interval (for a difference: the sign is clear at this confidence)."""
+        return bool(self.low > value or self.high < value)
+
+
+def mean(scores: np.ndarray) -> float:
+    """Mean of all entries (the statistic of one game's seeds, where an IQM of 3–5 values would drop most)."""
+    return float(np.mean(np.asarray(scores, dtype=float)))
+
 
 def stratified_bootstrap(
     scores: np.ndarray,
@@ -196,26 +207,74 @@ def stratified_bootstrap(
     seed: int = 0,
 ) -> Interval:
     """``statistic`` of a runs × games matrix with a percentile CI from runs resampled within each game (rliable)."""
+    scores = _runs_by_games(scores)
+    _check_bootstrap(reps, confidence)
+    stats = bootstrap_replicates(scores, statistic, reps, np.random.default_rng(seed))
+    return Interval(statistic(scores), *_percentile_interval(stats, confidence))
+
+
+def difference_interval(
+    scores: np.ndarray,
+    baseline: np.ndarray,
+    statistic: Callable[[np.ndarray], float] = iqm,
+    reps: int = 50_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """statistic(scores) − statistic(baseline), each a runs × games matrix of the same games, with a percentile CI.
+
+    Each replicate resamples the runs of ``scores`` within each game, then those of ``baseline`` within each game,
+    independently (a two-sample stratified bootstrap; Efron & Tibshirani 1993, §8.3, with rliable's strata), and
+    takes the difference of the two statistics. Not paired by seed: seed k of two methods shares its initial weights
+    and environment seeds, but the runs part at the first update where the methods differ, and the table's metrics
+    are read after task switches, where they have parted; where the runs still correlate (a first segment that is
+    the same run for both) the independent interval is the wider, conservative one. It also needs no common seeds, so
+    a partial table (methods with different numbers of finished seeds) gets its intervals too.
+    """
+    scores, baseline = _runs_by_games(scores), _runs_by_games(baseline)
+    if scores.shape[1] != baseline.shape[1]:
+        raise ValueError(f"both matrices need the same games (columns), got {scores.shape} and {baseline.shape}")
+    _check_bootstrap(reps, confidence)
+    rng = np.random.default_rng(seed)
+    stats = bootstrap_replicates(scores, statistic, reps, rng) - bootstrap_replicates(baseline, statistic, reps, rng)
+    return Interval(statistic(scores) - statistic(baseline), *_percentile_interval(stats, confidence))
+
+
+def bootstrap_replicates(
+    scores: np.ndarray, statistic: Callable[[np.ndarray], float], reps: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``reps`` values of ``statistic`` on runs × games matrices whose runs are drawn with replacement within each
+    game (one ``rng.integers`` call of shape reps × runs × games; ``iqm`` and ``mean`` vectorised)."""
+    n_runs, n_games = scores.shape
+    runs = rng.integers(0, n_runs, size=(reps, n_runs, n_games))
+    samples = scores[runs, np.arange(n_games)]
+    if statistic is iqm:  # sort each resample once
+        flat = np.sort(samples.reshape(reps, -1), axis=1)
+        cut = int(0.25 * flat.shape[1])
+        return flat[:, cut : flat.shape[1] - cut].mean(axis=1)
+    if statistic is mean:
+        return samples.reshape(reps, -1).mean(axis=1)
+    return np.array([statistic(sample) for sample in samples])
+
+
+def _runs_by_games(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=float)
     if scores.ndim != 2 or scores.size == 0:
         raise ValueError(f"scores must be a non-empty runs × games matrix, got shape {scores.shape}")
+    return scores
+
+
+def _check_bootstrap(reps: int, confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    n_runs, n_games = scores.shape
-    rng = np.random.default_rng(seed)
-    runs = rng.integers(0, n_runs, size=(reps, n_runs, n_games))
-    samples = scores[runs, np.arange(n_games)]
-    if statistic is iqm:  # vectorised: sort each resample once
-        flat = np.sort(samples.reshape(reps, -1), axis=1)
-        cut = int(0.25 * flat.shape[1])
-        stats = flat[:, cut : flat.shape[1] - cut].mean(axis=1)
-    else:
-        stats = np.array([statistic(sample) for sample in samples])
+
+
+def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(stats, [tail, 100 - tail])
-    return Interval(statistic(scores), float(low), float(high))
+    return float(low), float(high)
 
 
 def _per_game(values: np.ndarray, n_games: int, name: str) -> np.ndarray:

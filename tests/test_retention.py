@@ -7,11 +7,14 @@ import pytest
 
 from cl_rl.retention import (
     backward_transfer,
+    bootstrap_replicates,
+    difference_interval,
     final_average,
     forgetting,
     forward_transfer,
     iqm,
     kept_fraction,
+    mean,
     reference_transfer,
     stratified_bootstrap,
     total_clipped,
@@ -170,3 +173,54 @@ def test_stratified_bootstrap_interval_holds_the_estimate_and_narrows_with_more_
     # The vectorised IQM path agrees with the generic one.
     generic = stratified_bootstrap(few, statistic=lambda s: iqm(s), reps=2000)
     assert (generic.low, generic.high) == pytest.approx((ci_few.low, ci_few.high))
+
+
+@pytest.mark.parametrize("statistic", [iqm, mean])
+def test_difference_interval_equals_a_plain_loop_with_the_same_generator(statistic):
+    # Two methods, 3 and 4 seeds (a partial table), 3 games: the vectorised bootstrap against a loop that draws each
+    # replicate's runs one at a time from the same generator (method first, then baseline) and takes percentiles.
+    rng = np.random.default_rng(3)
+    scores, baseline = rng.normal(0.4, 0.3, size=(3, 3)), rng.normal(0.1, 0.3, size=(4, 3))
+    reps, seed = 3000, 7
+    ci = difference_interval(scores, baseline, statistic, reps=reps, seed=seed)
+
+    draw = np.random.default_rng(seed)
+    games = np.arange(3)
+    ours = [statistic(scores[draw.integers(0, 3, size=(3, 3)), games]) for _ in range(reps)]
+    theirs = [statistic(baseline[draw.integers(0, 4, size=(4, 3)), games]) for _ in range(reps)]
+    low, high = np.percentile(np.subtract(ours, theirs), [2.5, 97.5])
+    assert ci.value == pytest.approx(statistic(scores) - statistic(baseline))
+    assert (ci.low, ci.high) == pytest.approx((low, high))
+
+
+def test_difference_interval_known_answer_two_seeds():
+    # One game; the method's seeds score 0 and 1, the baseline's 0 and 0. A resampled mean of {0, 1} is 0, 0.5 or 1
+    # with probabilities 1/4, 1/2, 1/4 and the baseline's is 0: the 95 % interval of the difference is [0, 1] around
+    # 0.5, which does not exclude 0.
+    ci = difference_interval(np.array([[0.0], [1.0]]), np.zeros((2, 1)), mean, reps=20_000)
+    assert (ci.value, ci.low, ci.high) == (0.5, 0.0, 1.0)
+    assert not ci.excludes(0.0)
+
+
+def test_bootstrap_replicates_follow_the_exact_bootstrap_distribution():
+    # Three seeds each: the exact bootstrap distribution of mean(a*) − mean(b*) enumerates the 27 × 27 equally likely
+    # resamples; the Monte Carlo replicates' CDF must match it.
+    a, b = np.array([[0.0], [1.0], [2.0]]), np.array([[0.0], [0.0], [3.0]])
+    resamples = np.array(np.meshgrid(*[range(3)] * 3)).reshape(3, -1).T  # 27 × 3 seed indices
+    exact = (a[resamples, 0].mean(axis=1)[:, None] - b[resamples, 0].mean(axis=1)[None, :]).ravel()
+    rng = np.random.default_rng(0)
+    reps = 100_000
+    replicates = bootstrap_replicates(a, mean, reps, rng) - bootstrap_replicates(b, mean, reps, rng)
+    for x in (-2.0, -1.0, 0.0, 0.5, 1.0, 2.0):
+        assert np.mean(replicates <= x + 1e-9) == pytest.approx(np.mean(exact <= x + 1e-9), abs=0.006)
+
+
+def test_difference_interval_separates_a_clear_shift_and_checks_its_input():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(0.0, 0.05, size=(5, 3))
+    ci = difference_interval(baseline + 1.0, baseline, reps=2000)
+    assert ci.value == pytest.approx(1.0) and ci.excludes(0.0) and ci.low > 0.8
+    same = difference_interval(baseline, baseline.copy(), reps=2000)
+    assert same.value == 0.0 and not same.excludes(0.0)
+    with pytest.raises(ValueError, match="same games"):
+        difference_interval(np.zeros((3, 2)), np.zeros((3, 3)))
