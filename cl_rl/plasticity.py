@@ -50,18 +50,23 @@ def dormant_fraction(activations: torch.Tensor, tau: float = DORMANT_TAU) -> flo
 
 def effective_rank(features: torch.Tensor, delta: float = RANK_DELTA) -> int:
     """Kumar et al.'s srank_δ of a (B, D) feature matrix: the fewest singular values holding 1 − δ of their sum."""
-    sigma = torch.linalg.svdvals(features.double())
-    total = sigma.sum()
-    if total <= 0:
-        return 0
-    share = torch.cumsum(sigma, 0) / total
-    return int(torch.searchsorted(share, torch.tensor(1.0 - delta, dtype=share.dtype)).item()) + 1
+    return ranks(features, delta)[0]
 
 
 def stable_rank(features: torch.Tensor) -> float:
     """‖Φ‖_F² / ‖Φ‖_2² of a (B, D) feature matrix (0 for a zero matrix)."""
+    return ranks(features)[1]
+
+
+def ranks(features: torch.Tensor, delta: float = RANK_DELTA) -> tuple[int, float]:
+    """(effective rank, stable rank) of a (B, D) feature matrix from one singular value decomposition."""
     sigma = torch.linalg.svdvals(features.double())
-    return float((sigma.square().sum() / sigma[0].square()).item()) if sigma[0] > 0 else 0.0
+    total = sigma.sum()
+    if total <= 0:
+        return 0, 0.0
+    share = torch.cumsum(sigma, 0) / total
+    effective = int(torch.searchsorted(share, torch.tensor(1.0 - delta, dtype=share.dtype)).item()) + 1
+    return effective, float((sigma.square().sum() / sigma[0].square()).item())
 
 
 def feature_norm(features: torch.Tensor) -> float:

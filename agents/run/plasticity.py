@@ -98,8 +98,9 @@ class PlasticityCallback(BaseCallback):
             record(f"plasticity/dormant/layer_{i}", float(mask.float().mean()))
         record("plasticity/dormant", float(th.cat(units).float().mean()))
         features = hidden[-1].flatten(1)
-        record("plasticity/effective_rank", plasticity.effective_rank(features))
-        record("plasticity/stable_rank", plasticity.stable_rank(features))
+        effective_rank, stable_rank = plasticity.ranks(features)
+        record("plasticity/effective_rank", effective_rank)
+        record("plasticity/stable_rank", stable_rank)
         record("plasticity/feature_norm", plasticity.feature_norm(features))
 
         shared = self.model.shared_parameters()
