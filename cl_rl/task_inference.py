@@ -414,6 +414,15 @@ class FlatFMN:
         self.steps_in_episode += 1
         return self.current
 
+    def cut_episode(self) -> None:
+        """The episode being watched stops here unfinished; the next observation starts a fresh episode that does not
+        continue it (a resumed run's env is reset, not restored mid-episode). A window still deciding is dropped and
+        the current task kept: its few frames may not decide (a decision needs ``early_after`` frames or a full
+        window), and the fresh episode's own window decides. A window that has decided is absorbed by its task at the
+        next episode start, as at any episode end."""
+        if self._deciding and self._n_frames:
+            self._n_frames, self._on, self._deciding, self._window_open = 0, None, False, False
+
     def _set_kind(self, observation: np.ndarray) -> int:
         """Check that ``observation`` fits the task models (set them up at the very first); the agent steps between
         its model frames: ``grid_update_every`` for grids, ``update_every`` for images."""

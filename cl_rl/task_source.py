@@ -30,6 +30,10 @@ class TaskSource(Protocol):
         """
         ...
 
+    def cut_episode(self) -> None:
+        """The episode being observed stops unfinished: the next observation starts a fresh one (a resumed run)."""
+        ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -52,6 +56,9 @@ class OracleTaskSource:
         if task is None:
             task = self.ids[true_label] = len(self.ids)
         return task
+
+    def cut_episode(self) -> None:
+        """Nothing to do: the label of every observation is known."""
 
     def label_of(self, task: int) -> str:
         """The game a task id stands for."""

@@ -16,6 +16,7 @@ import time
 import torch
 from stable_baselines3.common.logger import configure
 
+from agents.run.arguments import integer
 from agents.run.config import ConfigError, load_config
 from agents.run.training import apply_threads, make_agent, make_stream
 from cl_rl.methods.distillation import Distillation
@@ -32,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="overrides such as method.lwf.batch_size=64")
     parser.add_argument(
-        "--steps", type=int, default=300, help="agent steps on each game before timing (default: %(default)s)"
+        "--steps", type=integer(1), default=300, help="agent steps on each game before timing (default: %(default)s)"
     )
-    parser.add_argument("--updates", type=int, default=50, help="updates timed per setting (default: %(default)s)")
+    parser.add_argument(
+        "--updates", type=integer(1), default=50, help="updates timed per setting (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, [*args.overrides, "method.name=generative_replay", "task.source=oracle"])

@@ -16,6 +16,7 @@ import time
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from agents.run.arguments import integer, positive
 from envs.atari import N_ACTIONS, AtariSettings, make_atari_env
 from envs.games import canonical_game
 from envs.vector import make_atari_vec_env
@@ -39,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", default="Pong", help="the game played (default: %(default)s)")
     parser.add_argument(
-        "--seconds", type=float, default=3.0, help="seconds of timed play per measurement (default: %(default)s)"
+        "--seconds", type=positive, default=3.0, help="seconds of timed play per measurement (default: %(default)s)"
     )
     parser.add_argument(
         "--n-envs", default="1,2,4,8", help="comma-separated numbers of parallel envs (default: %(default)s)"
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="C++ worker threads (0: min(n_envs, CPU count)) (default: %(default)s)"
+        "--threads",
+        type=integer(0),
+        default=0,
+        help="C++ worker threads (0: min(n_envs, CPU count)) (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.run.arguments import integer
 from agents.sb3.frame_replay_buffer import FrameStackReplayBuffer
 from agents.sb3.replay import buffer_nbytes
 from envs.atari import AtariSettings, make_atari_env
@@ -35,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", default="Pong", help="the game whose frames fill the buffers (default: %(default)s)")
     parser.add_argument(
-        "--transitions", type=int, default=20_000, help="capacity, filled completely (default: %(default)s)"
+        "--transitions", type=integer(1), default=20_000, help="capacity, filled completely (default: %(default)s)"
     )
     parser.add_argument(
-        "--batches", type=int, default=2_000, help="minibatches of 32 timed per buffer (default: %(default)s)"
+        "--batches", type=integer(5), default=2_000, help="minibatches of 32 timed per buffer (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     try:

@@ -7,9 +7,12 @@ python scripts/bench_retention.py PRESET [--methods finetune ewc ...] [--seeds 3
 
 Each method × seed trains as an ordinary run in OUT/runs/<method>__seed<k>/, and each game of the preset alone for
 as many agent steps as it gets in the whole sequence in OUT/runs/reference__<game>__seed<k>/ (fine-tuning, true
-task id). A re-run reuses finished runs and resumes interrupted ones; Ctrl-C stops every run at a checkpoint (exit
-130). Writes OUT/table.md (printed), table.csv/json, runs.csv, references.csv and per method <method>_scores.png and
-<method>_retention.png (agents/evaluation/retention_table.py). --steps-scale and --set shrink a smoke run.
+task id). A method written <method>@<source> (ewc@oracle) runs with that task source, a row of its own beside
+<method>, compared with it and with finetune@<source>. A re-run reuses finished runs and resumes interrupted ones;
+Ctrl-C stops every run at a checkpoint (exit 130). Writes OUT/table.md (printed), table.csv/json, runs.csv,
+references.csv, differences.csv (each row against fine-tuning, with 95 % intervals), worst_drop_per_game.csv and per
+method <method>_scores.png and <method>_retention.png (agents/evaluation/retention_table.py). --steps-scale and --set
+shrink a smoke run.
 """
 
 from __future__ import annotations
@@ -30,14 +33,22 @@ from agents.evaluation.retention_table import (
     run_all,
     write_table,
 )
+from agents.run.arguments import integer
+from agents.run.checkpoints import CheckpointError
 from agents.run.config import ConfigError
+from agents.run.lock import DirectoryError, directory_problem
 from envs.games import UnknownGameError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", type=Path, help="YAML config whose sequence revisits its games")
-    parser.add_argument("--methods", nargs="+", default=list(known_methods()), help="default: every method")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(known_methods()),
+        help="default: every method; <method>@oracle (or @fmn): a row of that method with that task source",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every method and reference (3)")
     parser.add_argument("--task-source", choices=["fmn", "oracle"], default="fmn", help="inferred (default) or true")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="parallel runs (cores)")
@@ -45,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default: runs/retention/<preset>__<task-source>)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every segment's length (smoke runs)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
-    parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of each interval (50000)")
+    parser.add_argument("--reps", type=integer(1), default=50_000, help="bootstrap resamples of each interval (50000)")
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -60,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs") / "retention" / f"{args.preset.stem}__{args.task_source}"
 
     try:
+        problem = directory_problem(out)
+        if problem is not None:
+            raise TableError(f"--out {str(out)!r} {problem}; choose another --out")
         if args.seeds < 1 or args.jobs < 1 or args.threads < 1:
             raise TableError(
                 f"--seeds, --jobs and --threads must be >= 1, got {args.seeds}, {args.jobs}, {args.threads}"
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             out, sequence, specs, args.reps, settings, finished_only=args.report_only, rescore=args.rescore
         )
         written = write_table(table, out)
-    except (TableError, ConfigError, UnknownGameError) as err:
+    except (TableError, ConfigError, UnknownGameError, CheckpointError, DirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TableInterrupted as err:

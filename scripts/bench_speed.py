@@ -40,6 +40,7 @@ from agents.bench.speed_benchmark import (
     time_update_levers,
     with_vectors,
 )
+from agents.run.config import check_device
 from envs.games import UnknownGameError
 
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = with_vectors(variants, vectors)
         if args.compile and not args.bare:
             raise ValueError("--compile times the bare MinAtar step: give it with --bare")
+        check_device(args.device, "--device")
         if args.repeats < 1 or args.threads < 1:
             raise ValueError(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
         make = BenchSettings.for_minatar if args.minatar else BenchSettings

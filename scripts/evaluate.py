@@ -24,6 +24,7 @@ from agents.evaluation.retention_eval import (
     reference_scores,
     write_run,
 )
+from agents.run.checkpoints import CheckpointError
 from agents.run.config import ConfigError
 from agents.run.training import apply_threads
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or args.run_dirs[0].resolve().parent / "comparison"
             print(format_comparison(compare_runs(evaluations, out)))
             print(f"written: {out} (comparison.csv, comparison.json, comparison.png)")
-    except (EvaluationError, ConfigError) as err:
+    except (EvaluationError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

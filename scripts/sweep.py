@@ -18,6 +18,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from agents.run.arguments import positive
+from agents.run.lock import DirectoryError
 from agents.run.sweep import SweepError, compare_sweep, load_sweep
 
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", help="sweep file, e.g. configs/sweeps/example.yaml")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (RAY_ADDRESS)")
     parser.add_argument("--sweep-dir", type=Path, help="where the run directories go (default: sweeps/<name>)")
-    parser.add_argument("--refresh", type=float, default=10.0, help="seconds between progress views (default 10)")
+    parser.add_argument("--refresh", type=positive, default=10.0, help="seconds between progress views (default 10)")
     args = parser.parse_args(argv)
 
     try:
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep directory: {sweep_dir}")
     try:
         states = run_sweep(sweep, sweep_dir, address=args.address, refresh_s=args.refresh)
-    except SweepError as err:
+    except (SweepError, DirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

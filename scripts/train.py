@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir and start again")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     parser.add_argument("--threads", type=int, help="torch CPU threads, same as run.threads=N (default: run.threads)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after --run-dir and the other options
     if args.threads is not None:
         args.overrides.append(f"run.threads={args.threads}")
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.finished_before:
         return 0  # resume() said so; nothing was written
     if result.interrupted:
-        print(f"\n{result.interrupted}: stopped after agent step {result.model.num_timesteps}")
+        print(f"\n{result.interrupted}: stopped after agent step {result.stopped_at}")
         print(f"  checkpoint:  {result.last_checkpoint}")
         again = [sys.executable, os.path.relpath(__file__), "--resume", str(result.run_dir)]  # the interpreter running
         print(f"  continue with:  {shlex.join(again)}")

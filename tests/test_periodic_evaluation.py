@@ -11,7 +11,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback, evaluate_games
-from agents.run.callbacks import StopAtStepCallback
 from agents.run.config import Config, ConfigError, config_from_dict, load_config
 from agents.run.training import make_agent, make_stream
 from agents.sb3.continual_dqn import ContinualDQN
@@ -44,8 +43,7 @@ def _run(config: Config, evaluation: BaseCallback | None) -> tuple[ContinualDQN,
     model = make_agent(config, env)
     logger = _LossLogger()
     model.set_logger(logger)
-    callbacks = [StopAtStepCallback(sequence.total_steps)] + ([evaluation] if evaluation else [])
-    model.learn(sequence.total_steps, callback=callbacks)
+    model.learn(sequence.total_steps, callback=[evaluation] if evaluation else [])
     stream.close()
     return model, logger.losses
 

@@ -133,7 +133,8 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     assert np.isnan(norm[:, 1]).all() and np.isfinite(pong_drop)
     per_game = np.array(run["per_game"]["worst_drop"], dtype=float)
     assert per_game[0] == pytest.approx(pong_drop) and np.isnan(per_game[1])
-    assert "## Worst drop per game" in first and f"| ewc | {pong_drop:.2f} | – |" in first
+    one_seed = f"{pong_drop:.2f} [{pong_drop:.2f}, {pong_drop:.2f}]"  # one seed: the interval is a point
+    assert "## Worst drop per game" in first and f"| ewc | {one_seed} | – |" in first
 
     # --rescore scores every checkpoint again instead of reading the logged scores: the same numbers here, where
     # training logged them with today's evaluation code.

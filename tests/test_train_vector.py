@@ -93,9 +93,8 @@ def test_every_env_plays_the_same_game_and_switches_at_the_same_step(vector_run)
 def test_replay_holds_every_envs_transitions_under_its_task(vector_run):
     _, _, result = vector_run
     replay = result.model.replay_buffer
-    # Transitions, not SB3's rows of n_envs. The sequence's last vector step is not stored: SB3 leaves
-    # collect_rollouts before _store_transition when a callback (StopAtStepCallback) ends learn, also with one env.
-    assert replay.sizes() == [SEGMENT, SEGMENT - N_ENVS]
+    # Transitions, not SB3's rows of n_envs; the sequence's last vector step is stored too (learn ends after it).
+    assert replay.sizes() == [SEGMENT, SEGMENT]
     for task, game_channels in ((0, BREAKOUT_CHANNELS), (1, 6)):
         buffer = replay.buffer(task)
         rows = buffer.size()

@@ -50,6 +50,9 @@ class _FixedTask:
     def observe(self, observation: np.ndarray, true_label: str | None, *, episode_start: bool = False) -> int:
         return self.task
 
+    def cut_episode(self) -> None:
+        """Nothing to do: the task is fixed."""
+
     def state_dict(self) -> dict:
         return {"task": self.task}
 

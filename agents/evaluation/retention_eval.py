@@ -205,7 +205,8 @@ class RunEvaluation:
 def load_run(run_dir: Path) -> tuple[Config, list[tuple[int, Path]]]:
     """The run's config and its checkpoints, oldest first; ``EvaluationError`` if it is not an evaluable run."""
     if not run_dir.is_dir():
-        raise EvaluationError(f"run directory {str(run_dir)!r} does not exist; give a directory of scripts/train.py")
+        what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
+        raise EvaluationError(f"run directory {str(run_dir)!r} {what}; give a directory of scripts/train.py")
     if not (run_dir / CONFIG_NAME).is_file():
         raise EvaluationError(f"{str(run_dir)!r} holds no {CONFIG_NAME}: it is not a run directory of scripts/train.py")
     checkpoints = list_checkpoints(run_dir / CHECKPOINT_DIR)

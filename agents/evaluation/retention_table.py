@@ -13,6 +13,8 @@ ordinary continual run, and each game of the sequence alone for as many agent st
     logs/<run>.log                        the run's stdout and stderr
     table.md, table.csv, table.json       the table (per method: IQM and 95 % CI of each metric, cost)
     runs.csv, references.csv              one row per run; the references against random play
+    differences.csv                       each row against fine-tuning (and <method> against <method>@<source>)
+    worst_drop_per_game.csv               each row's worst drop on every game, mean of seeds with its interval
     <method>_scores.png                   every game's score over training, switches marked (EWC paper, Fig. 3)
     <method>_retention.png                the normalised retention matrix, mean over seeds
 
@@ -54,6 +56,15 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.evaluation import plots
+from agents.evaluation.differences import (
+    DIFFERENCE_COLUMNS,
+    Difference,
+    difference_rows,
+    differences,
+    format_differences,
+    per_game_intervals,
+    split_row,
+)
 from agents.evaluation.result_files import json_ready, write_csv
 from agents.evaluation.retention_eval import EvalSettings, eval_dir, evaluate_checkpoint
 from agents.run.checkpoints import CheckpointError, checkpoint_path, list_checkpoints
@@ -182,10 +193,13 @@ def plan_runs(
 ) -> tuple[GameSequence, list[RunSpec]]:
     """The sequence and every run of the table, seed by seed: each game's reference, then every method.
 
-    ``threads``: torch threads of each run (``run.threads``).
+    A method named ``<method>@<source>`` (``ewc@oracle``) runs with that task source instead of ``task_source``: a
+    row of its own beside ``<method>`` (``agents.evaluation.differences``). ``threads``: torch threads of each run
+    (``run.threads``).
     """
-    if task_source not in ("fmn", "oracle"):
-        raise TableError(f"--task-source must be fmn or oracle, got {task_source!r}")
+    for source in (task_source, *(split_row(m)[1] for m in methods)):
+        if source is not None and source not in ("fmn", "oracle"):
+            raise TableError(f"a task source must be fmn or oracle (--task-source, <method>@<source>), got {source!r}")
     if not methods or not seeds:
         raise TableError("give at least one method and one seed")
     methods, seeds = list(dict.fromkeys(methods)), list(dict.fromkeys(seeds))  # a run named twice is one run
@@ -201,7 +215,7 @@ def plan_runs(
             config = _config(preset, [*overrides, *method_overrides(FINETUNE), "task.source=oracle"], name, seed)
             specs.append(RunSpec(f"{name}__seed{seed}", REFERENCE, seed, _with_sequence(config, alone), game))
         for method in methods:
-            chosen = [*method_overrides(method), f"task.source={task_source}"]
+            chosen = [*method_overrides(split_row(method)[0]), f"task.source={split_row(method)[1] or task_source}"]
             config = _config(preset, [*overrides, *chosen], method, seed)
             specs.append(RunSpec(f"{method}__seed{seed}", method, seed, _with_sequence(config, sequence)))
     return sequence, specs
@@ -534,6 +548,8 @@ class Table:
     rows: list[MethodRow]
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)  # agents.evaluation.differences
+    worst_drop_per_game: dict[str, list[Interval | None]] = field(default_factory=dict)  # row -> per game
 
     @property
     def games(self) -> list[str]:
@@ -589,6 +605,8 @@ def build_table(
         per_game = {key: np.array([m[key] for m in metrics]) for key in METRICS}
         intervals = {key: aggregate(values, reps) for key, values in per_game.items()}
         table.rows.append(MethodRow(method, runs, normalised, per_game, intervals))
+    table.differences = differences({r.method: r.per_game for r in table.rows}, games, FINETUNE, reps)
+    table.worst_drop_per_game = {r.method: per_game_intervals(r.per_game["worst_drop"], reps) for r in table.rows}
     return table
 
 
@@ -625,6 +643,17 @@ def write_table(table: Table, out: Path) -> list[Path]:
             )
         ],
     )
+    write_csv(out / "differences.csv", DIFFERENCE_COLUMNS, difference_rows(table.differences))
+    write_csv(
+        out / "worst_drop_per_game.csv",
+        ["method", "game", "mean", "low", "high"],
+        [
+            [row, game, *((i.value, i.low, i.high) if i else (math.nan,) * 3)]
+            for row, intervals in table.worst_drop_per_game.items()
+            for game, i in zip(table.games, intervals, strict=True)
+        ],
+    )
+    written += [out / "differences.csv", out / "worst_drop_per_game.csv"]
     (out / "table.json").write_text(json.dumps(json_ready(_as_json(table)), indent=2) + "\n")
     for row in table.rows:
         written += _figures(table, row, out)
@@ -659,6 +688,7 @@ def format_markdown(table: Table) -> str:
         seeds = ", ".join(f"{v:.2f}" for v in table.reference[game])
         rnd = table.random[game]
         lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
+    lines += ["", *format_differences(table.differences)]
     lines += ["", *_per_game_worst_drop(table), "", *_plasticity_at_the_end(table), "", *_segment_end_scores(table)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
@@ -668,19 +698,18 @@ def format_markdown(table: Table) -> str:
 
 
 def _per_game_worst_drop(table: Table) -> list[str]:
-    """Each method's worst drop on every game (mean of seeds): which game a method loses, which the pooled IQM of
-    the table's column hides when one game carries the forgetting and the others carry noise."""
+    """Each method's worst drop on every game (mean of seeds [bootstrap 95 % CI]): which game a method loses, which
+    the pooled IQM of the table's column hides when one game carries the forgetting and the others carry noise."""
     short = [game.split("/")[-1] for game in table.games]
     lines = [
-        "## Worst drop per game (mean of seeds)",
+        "## Worst drop per game (mean of seeds [bootstrap 95 % CI, seeds resampled])",
         "",
         "| method | " + " | ".join(short) + " |",
         "|---" * (1 + len(short)) + "|",
     ]
     for row in table.rows:
-        per_game = row.per_game["worst_drop"]  # seeds × games, NaN where a game has no later segment end
-        means = [np.nanmean(col) if np.isfinite(col).any() else np.nan for col in per_game.T]
-        lines.append(f"| {row.method} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in means) + " |")
+        intervals = table.worst_drop_per_game.get(row.method) or [None] * len(short)  # None: a seed lacks the game
+        lines.append(f"| {row.method} | " + " | ".join(_format_interval(i) for i in intervals) + " |")
     return lines
 
 
@@ -758,11 +787,20 @@ def _as_json(table: Table) -> dict[str, Any]:
         "reference": {g: {"mean": float(np.mean(v)), "seeds": v} for g, v in table.reference.items()},
         "notes": table.notes,
         "metrics": {key: description for key, (_, description) in METRICS.items()},
+        "differences": [
+            {"row": d.row, "compared_with": d.baseline, "comparison": d.key, "game": d.game, "clear": d.clear}
+            | dataclasses.asdict(d.interval)
+            for d in table.differences
+        ],
         "methods": {
             row.method: {
                 **{k: dataclasses.asdict(i) if i else None for k, i in row.intervals.items()},
                 "run_seconds_mean": row.seconds,
                 "ms_per_update": row.ms_per_update,
+                "worst_drop_per_game": {
+                    g: dataclasses.asdict(i) if i else None
+                    for g, i in zip(table.games, table.worst_drop_per_game.get(row.method, []), strict=False)
+                },
                 "runs": [
                     {
                         "run": run.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,24 +123,12 @@ class TaskInferenceMonitor(BaseCallback):
         self.logger.record("replay/freed_buffers", replay.freed)
 
 
-class StopAtStepCallback(BaseCallback):
-    """Stops ``learn`` at exactly ``last_step`` agent steps.
-
-    SB3 collects ``train_freq`` steps per rollout and only then compares with ``total_timesteps``, so a sequence whose
-    length is not a multiple of ``train_freq`` (or a resume from a segment end) would step past its last segment.
-    """
-
-    def __init__(self, last_step: int) -> None:
-        super().__init__()
-        self.last_step = last_step
-
-    def _on_step(self) -> bool:
-        return self.num_timesteps < self.last_step
-
-
 class SegmentCheckpointCallback(BaseCallback):
     """Saves the model at every segment end and every ``every`` agent steps (0: segment ends only).
 
+    A checkpoint at step S is taken between steps S and S + 1 (``ContinualDQN.step_boundary_hooks``): step S's
+    transition is stored and the updates due at S are done, so a run resumed from it updates as often as one never
+    stopped. A write that fails (disk full) leaves the previous checkpoint as it was, warns, and training goes on.
     ``keep`` > 0 keeps only the newest ``keep`` periodic checkpoints; segment-end checkpoints are always kept because
     evaluation of retention reads them.
     """
@@ -154,17 +143,41 @@ class SegmentCheckpointCallback(BaseCallback):
         self.segment_end_steps = set(segment_ends)
         self.every, self.keep, self.save_replay = every, keep, save_replay
         self.last_saved: Path | None = None
+        self.failed: list[str] = []  # a line for each checkpoint that could not be written
+        self._boundary = -1  # the agent step of the latest boundary seen
+
+    def _on_training_start(self) -> None:
+        self._boundary = self.model.num_timesteps  # where this process starts: on disk already, or step 0
+        self.model.step_boundary_hooks.append(self.at_boundary)
 
     def _on_step(self) -> bool:
-        if self.num_timesteps in self.segment_end_steps or (self.every and self.num_timesteps % self.every == 0):
-            self.save()
         return True
 
-    def save(self) -> Path:
-        path = checkpoint_path(self.directory, self.num_timesteps)
-        write_atomically(path, self.model.save)
-        if self.save_replay:
-            write_atomically(replay_path(path), self.model.save_replay_buffer)
+    def at_boundary(self) -> None:
+        step = self.model.num_timesteps
+        if step != self._boundary:
+            self._boundary = step
+            if step in self.segment_end_steps or (self.every and step % self.every == 0):
+                self.save()
+
+    def _on_training_end(self) -> None:
+        self.model.step_boundary_hooks.remove(self.at_boundary)
+        if self.model.num_timesteps == self.model._total_timesteps:  # learn ran to its end: the last step is whole
+            self.at_boundary()
+
+    def save(self) -> Path | None:
+        """Write the checkpoint of this step; None (and a warning) if the write failed."""
+        path = checkpoint_path(self.directory, self.model.num_timesteps)
+        try:
+            write_atomically(path, self.model.save)
+            if self.save_replay:
+                write_atomically(replay_path(path), self.model.save_replay_buffer)
+        except OSError as err:
+            path.unlink(missing_ok=True)  # a model without its replay buffers would resume another run
+            previous = f"the previous checkpoint {self.last_saved} is intact" if self.last_saved else "none was written"
+            self.failed.append(f"step {self.model.num_timesteps}: {err}")
+            warnings.warn(f"checkpoint {path} could not be written ({err}); {previous}", stacklevel=2)
+            return None
         self._prune()
         self.last_saved = path
         return path
@@ -192,18 +205,30 @@ class StopRequest:
 class GracefulStopCallback(BaseCallback):
     """On a stop request: finish the current step, write a checkpoint (unless this step already has one), stop."""
 
+    model: ContinualDQN  # the agent whose step boundaries this callback watches
+
     def __init__(self, request: StopRequest, checkpoints: SegmentCheckpointCallback) -> None:
         super().__init__()
         self.request, self.checkpoints = request, checkpoints
         self.stopped_at: int | None = None
 
-    def _on_step(self) -> bool:
-        if not self.request.requested:
-            return True
-        if self.checkpoints.last_saved != checkpoint_path(self.checkpoints.directory, self.num_timesteps):
+    def _on_training_start(self) -> None:
+        self.model.step_boundary_hooks.append(self.at_boundary)
+
+    def at_boundary(self) -> None:
+        """Between two steps: on a stop request, checkpoint this whole step; ``_on_step`` then ends ``learn``."""
+        if not self.request.requested or self.stopped_at is not None:
+            return
+        self.stopped_at = self.model.num_timesteps
+        if self.checkpoints.last_saved != checkpoint_path(self.checkpoints.directory, self.stopped_at):
             self.checkpoints.save()
-        self.stopped_at = self.num_timesteps
-        return False
+
+    def _on_step(self) -> bool:
+        # The step begun after the boundary is dropped: a resumed run starts again from the checkpoint's step.
+        return self.stopped_at is None
+
+    def _on_training_end(self) -> None:
+        self.model.step_boundary_hooks.remove(self.at_boundary)
 
 
 class LiveOutputCallback(BaseCallback):

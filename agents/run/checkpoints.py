@@ -3,7 +3,9 @@
 A checkpoint is SB3's zip (``model.save``) named ``step_<agent steps>.zip``, optionally with the replay buffers in
 ``step_<agent steps>_replay.pkl``. Each file is written to a temporary name, fsynced and renamed, so a kill at any
 moment leaves the previous checkpoint whole. ``newest_valid_checkpoint`` finds the checkpoint to resume from, skipping
-damaged ones (truncated, corrupt, or of another format) with a warning.
+damaged ones (truncated, corrupt, or of another format) with a warning; ``load_checkpoint`` is the one way a
+checkpoint is loaded (``--resume``, ``scripts/evaluate.py``, the retention table): checked by ``checkpoint_problem``
+first, then rebuilt, and any failure is a ``CheckpointError`` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
 
 _NAME = re.compile(r"^step_(\d{10})\.zip$")
 
@@ -61,6 +66,25 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the file, the problem and the fix."""
+
+
+def checkpoint_data(path: Path) -> dict[str, Any]:
+    """The model's saved attributes as SB3 wrote them (JSON; objects it pickled stay encoded), without loading it."""
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("data"))
+
+
+def load_checkpoint(path: Path, env: Any = None, device: str = "auto", fix: str = "") -> ContinualDQN:
+    """The agent of checkpoint ``path`` (``env``: the env to continue in; None to evaluate); ``CheckpointError`` with
+    ``fix`` (what the caller's user can do) if it is damaged, of another format, or cannot be rebuilt."""
+    fix = fix or "choose another checkpoint or start the run again"
+    problem = checkpoint_problem(path, CHECKPOINT_FORMAT)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} {problem}; {fix}")
+    try:
+        return ContinualDQN.load(path, env=env, device=device)
+    except Exception as err:  # whole and of our format, but not loadable here (another torch, a missing class)
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {err}); {fix}") from err
 
 
 def checkpoint_problem(path: Path, expected_format: int) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from agents.sb3.networks import NETWORK_FAMILY
@@ -46,6 +47,7 @@ class RunConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        check_device(self.device, "run.device")
         _at_least("run.checkpoint_every", self.checkpoint_every, 0)
         _at_least("run.keep_checkpoints", self.keep_checkpoints, 0)
         _at_least("run.threads", self.threads, 0)
@@ -410,6 +412,12 @@ def settings_in_use(config: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten_settings(config.to_dict()).items() if not k.startswith(unused)}
 
 
+def run_identity(config: Config) -> dict[str, Any]:
+    """The settings that define what a run is (``settings_in_use`` without ``run.*`` and ``eval.*``, which a resume
+    may change): saved in each checkpoint, and compared with the config a run is resumed with."""
+    return {k: v for k, v in settings_in_use(config).items() if not k.startswith(("run.", "eval."))}
+
+
 def save_config(config: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -476,6 +484,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r} ({type(value).__name__})")
         return value
     raise AssertionError(f"config field {where} has an unsupported type {hint!r}")
+
+
+def check_device(device: str, name: str) -> None:
+    """``ConfigError`` unless ``device`` is ``auto`` or a torch device (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{name} must be auto, cpu, cuda or cuda:N (a torch device), got {device!r}") from None
 
 
 def _at_least(name: str, value: int, low: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from agents.run.lock import directory_lock
 from agents.run.sweep import (
     Sweep,
     check_existing,
@@ -41,9 +42,24 @@ def run_sweep(
     """Run every unfinished run of ``sweep`` under ``sweep_dir``; returns each run's state afterwards.
 
     ``on_poll`` gets every running run's progress at each poll (the tests use it to kill a worker). Ray is started
-    here only if something is left to run and it is not running already (``address``: join that cluster).
+    here only if something is left to run and it is not running already (``address``: join that cluster). The sweep
+    directory's lock (``agents.run.lock``) is held throughout: a second launch of the sweep while this one runs is
+    refused with ``RunDirLocked`` (each run's directory has its own lock too, held by the worker training it).
     """
     sweep_dir = sweep_dir.resolve()  # workers on other nodes get the same path: it must be on shared storage
+    with directory_lock(sweep_dir, "sweep directory"):
+        return _run_sweep(sweep, sweep_dir, address, refresh_s, poll_s, on_poll, echo)
+
+
+def _run_sweep(
+    sweep: Sweep,
+    sweep_dir: Path,
+    address: str | None,
+    refresh_s: float,
+    poll_s: float,
+    on_poll: PollHook | None,
+    echo: Callable[[str], None],
+) -> dict[str, str]:
     dirs = {run.name: sweep_dir / run.name for run in sweep.runs}
     for run in sweep.runs:
         check_existing(dirs[run.name], run)

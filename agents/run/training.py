@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,9 @@ import torch
 import yaml
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import HParam, configure
+from stable_baselines3.common.logger import HParam, Logger, TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from torch.utils.tensorboard import SummaryWriter
 
 from agents.evaluation.periodic_evaluation import PeriodicEvaluationCallback
 from agents.run.callbacks import (
@@ -25,12 +29,18 @@ from agents.run.callbacks import (
     GracefulStopCallback,
     LiveOutputCallback,
     SegmentCheckpointCallback,
-    StopAtStepCallback,
     StopRequest,
     TaskInferenceMonitor,
 )
-from agents.run.checkpoints import CheckpointError, newest_valid_checkpoint, replay_path
-from agents.run.config import Config, ConfigError, flatten_settings, load_config, save_config
+from agents.run.checkpoints import (
+    CheckpointError,
+    checkpoint_data,
+    load_checkpoint,
+    newest_valid_checkpoint,
+    replay_path,
+)
+from agents.run.config import Config, ConfigError, flatten_settings, load_config, run_identity, save_config
+from agents.run.lock import LOCK_NAME, DirectoryError, directory_lock, directory_problem
 from agents.run.plasticity import PlasticityCallback
 from agents.run.rng import restore_rng_state
 from agents.sb3.continual_dqn import CHECKPOINT_FORMAT, ContinualDQN
@@ -49,7 +59,8 @@ TENSORBOARD_DIR = "tb"
 
 
 class RunDirError(ValueError):
-    """The run directory cannot be used as asked (already holds a run, or holds none to resume)."""
+    """The run directory cannot be used as asked (already holds a run, holds none to resume, is not a writable
+    directory, or another process writes it)."""
 
 
 @dataclass
@@ -62,6 +73,8 @@ class RunResult:
     last_checkpoint: Path | None = None
     start_step: int = 0  # agent steps already done when this process started (a resumed run's checkpoint step)
     finished_before: bool = False  # resumed a run that had already finished: nothing was trained or written
+    stopped_at: int | None = None  # interrupted: the agent step it stopped at (its checkpoint's)
+    failed_checkpoints: tuple[str, ...] = ()  # checkpoints that could not be written (disk full), one line each
 
     @property
     def steps_per_second(self) -> float:
@@ -86,16 +99,39 @@ def apply_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse a run directory that cannot be written (a file, a path under a file, no write permission) or, unless
+    ``overwrite``, that already holds a run; writes nothing."""
+    problem = directory_problem(run_dir)
+    if problem is not None:
+        raise RunDirError(f"run directory {str(run_dir)!r} {problem}; choose another --run-dir")
+    if run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"run directory {str(run_dir)!r} already holds files. Continue it with --resume {run_dir}, "
+            "choose another --run-dir, or pass --overwrite to delete it and start again."
+        )
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to train into a directory that already holds a run, unless ``overwrite``."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {str(run_dir)!r} already holds files. Continue it with --resume {run_dir}, "
-                "choose another --run-dir, or pass --overwrite to delete it and start again."
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """With ``run_dir``'s lock held: check it again (no other writer can add files now) and empty it, lock aside."""
+    check_run_dir(run_dir, overwrite)
+    for path in run_dir.iterdir():
+        if path.name == LOCK_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (``agents.run.lock``): a second writer gets a ``RunDirError`` naming the first."""
+    try:
+        with directory_lock(run_dir):
+            yield
+    except DirectoryError as err:  # another writer holds it, or it cannot be written
+        raise RunDirError(str(err)) from None
 
 
 def make_stream(config: Config, sequence: GameSequence) -> tuple[GameStream, VecEnv]:
@@ -184,12 +220,14 @@ def method_settings(config: Config) -> dict[str, Any]:
 
 def train(config: Config, run_dir: Path, overwrite: bool = False, callbacks: Sequence[BaseCallback] = ()) -> RunResult:
     """Start a new run in ``run_dir`` and train over the whole sequence (``callbacks``: extra SB3 callbacks)."""
-    prepare_run_dir(run_dir, overwrite)
-    save_config(config, run_dir / CONFIG_NAME)
-    sequence = config.sequence.build()
-    stream, env = make_stream(config, sequence)
-    model = make_agent(config, env)
-    return _learn(config, sequence, stream, model, run_dir, first_time=True, callbacks=callbacks)
+    check_run_dir(run_dir, overwrite)
+    with run_dir_lock(run_dir):
+        prepare_run_dir(run_dir, overwrite)
+        save_config(config, run_dir / CONFIG_NAME)
+        sequence = config.sequence.build()
+        stream, env = make_stream(config, sequence)
+        model = make_agent(config, env)
+        return _learn(config, sequence, stream, model, run_dir, first_time=True, callbacks=callbacks)
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[BaseCallback] = ()) -> RunResult:
@@ -204,25 +242,53 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
     config = load_config(config_path)
     if overrides:
         config = _resume_overrides(config, load_config(config_path, list(overrides)))
-    _, newest = newest_valid_checkpoint(run_dir / CHECKPOINT_DIR, CHECKPOINT_FORMAT)
-    sequence = config.sequence.build()
-    stream, env = make_stream(config, sequence)
-    try:
-        model = ContinualDQN.load(newest, env=env, device=config.run.device)
-        if replay_path(newest).is_file():
-            model.load_replay_buffer(replay_path(newest))
-    except Exception as err:  # a checkpoint that passed its checks but cannot be rebuilt: say which and why
-        stream.close()
-        raise CheckpointError(f"checkpoint {newest} cannot be loaded ({type(err).__name__}: {err})") from err
-    step, total = model.num_timesteps, sequence.total_steps
-    if step >= total:
-        stream.close()
-        print(f"run already finished: {newest} is at agent step {step} of {total}; nothing to do", flush=True)
-        return RunResult(run_dir, model, {}, 0.0, last_checkpoint=newest, start_step=step, finished_before=True)
-    if model.rng_state is not None:
-        restore_rng_state(model.rng_state, model.action_space)
-    stream.seek(step)
-    return _learn(config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks, resumed_from=newest)
+    with run_dir_lock(run_dir):
+        _, newest = newest_valid_checkpoint(run_dir / CHECKPOINT_DIR, CHECKPOINT_FORMAT)
+        check_identity(checkpoint_data(newest).get("run_identity"), config, newest)
+        sequence = config.sequence.build()
+        stream, env = make_stream(config, sequence)
+        try:
+            fix = "start the run again with --overwrite"
+            model = load_checkpoint(newest, env=env, device=config.run.device, fix=fix)
+            if replay_path(newest).is_file():
+                model.load_replay_buffer(replay_path(newest))
+        except Exception as err:
+            stream.close()
+            if isinstance(err, CheckpointError):
+                raise
+            raise CheckpointError(f"replay buffers {replay_path(newest)} cannot be loaded ({err})") from err
+        step, total = model.num_timesteps, sequence.total_steps
+        if step >= total:
+            stream.close()
+            print(f"run already finished: {newest} is at agent step {step} of {total}; nothing to do", flush=True)
+            return RunResult(run_dir, model, {}, 0.0, last_checkpoint=newest, start_step=step, finished_before=True)
+        if model.rng_state is not None:
+            restore_rng_state(model.rng_state, model.action_space)
+        stream.seek(step)
+        return _learn(
+            config, sequence, stream, model, run_dir, first_time=False, callbacks=callbacks, resumed_from=newest
+        )
+
+
+def check_identity(saved: dict[str, Any] | None, config: Config, checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` with a config that defines another run (``run_identity``): every differing
+    key is listed with the checkpoint's value and the config's."""
+    if saved is None:
+        warnings.warn(f"{checkpoint} records no run identity (older version): its config is not checked", stacklevel=2)
+        return
+    now = json.loads(json.dumps(run_identity(config)))  # as the checkpoint's JSON holds it (tuples become lists)
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        absent = "(absent)"
+        shown = "; ".join(
+            f"{k}: {saved.get(k, absent)!r} in the checkpoint, {now.get(k, absent)!r} now" for k in differ[:8]
+        )
+        more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
+        raise ConfigError(
+            f"{checkpoint} was trained with other settings than {checkpoint.parent.parent / CONFIG_NAME} now holds: "
+            f"{shown}{more}. Put back the config the run was started with, or start a new run with --run-dir "
+            "(only run.* and eval.* may change on --resume)"
+        )
 
 
 # Settings that fix the shapes of the network, the observations or the saved state: a checkpoint cannot take others.
@@ -267,7 +333,8 @@ def _learn(
 ) -> RunResult:
     apply_threads(config.run.threads)
     start_step = model.num_timesteps
-    logger = configure(str(run_dir / TENSORBOARD_DIR), ["tensorboard"])
+    model.run_identity = run_identity(config)
+    logger = _tensorboard_logger(run_dir / TENSORBOARD_DIR, None if first_time else start_step)
     model.set_logger(logger)
     if first_time:
         _log_config(model, config)
@@ -298,7 +365,6 @@ def _learn(
                     PlasticityCallback(config.log.plasticity_every, config.log.probe_size, config.log.dormant_tau),
                     checkpoint_cb,
                     *evaluation,
-                    StopAtStepCallback(sequence.total_steps),
                     graceful,
                     LiveOutputCallback(sequence, bar=config.run.progress_bar, resumed_from=resumed_from),
                     *callbacks,
@@ -314,8 +380,27 @@ def _learn(
     interrupted = stop.signal_name if graceful.stopped_at is not None else None
     seconds = time.perf_counter() - start
     return RunResult(
-        run_dir, model, logging_cb.last_scores, seconds, interrupted, checkpoint_cb.last_saved, start_step=start_step
+        run_dir,
+        model,
+        logging_cb.last_scores,
+        seconds,
+        interrupted,
+        checkpoint_cb.last_saved,
+        start_step=start_step,
+        stopped_at=graceful.stopped_at,
+        failed_checkpoints=tuple(checkpoint_cb.failed),
     )
+
+
+def _tensorboard_logger(folder: Path, resumed_at: int | None) -> Logger:
+    """SB3's TensorBoard logger. A resumed run's writer purges, in TensorBoard's view, the events that the earlier
+    process wrote after ``resumed_at`` (its checkpoint's step; a killed run wrote some before it died), so the curves
+    go on from the checkpoint without duplicates."""
+    if resumed_at is None:
+        return configure(str(folder), ["tensorboard"])
+    output = TensorBoardOutputFormat.__new__(TensorBoardOutputFormat)
+    output.writer, output._is_closed = SummaryWriter(log_dir=str(folder), purge_step=resumed_at + 1), False
+    return Logger(str(folder), [output])
 
 
 def _catch_stop_signals(stop: StopRequest) -> dict[int, Any]:

@@ -6,13 +6,14 @@ task its own gains and biases at every layer, its own ε-greedy timer and its ow
 penalties enter the loss through ``cl_rl.regularizer.Regularizer``.
 
 It keeps SB3's loop (``learn`` → ``collect_rollouts`` → ``train``) and overrides only the hooks that must know the
-task: ``_setup_model``, ``_setup_learn``, ``_sample_action``, ``_store_transition``, ``_on_step`` and ``train``.
+task: ``_setup_model``, ``_setup_learn``, ``_sample_action``, ``_store_transition``, ``_on_step`` and ``train``
+(and ``collect_rollouts``, only to keep the update steps of a resumed run).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar, cast
 
@@ -21,6 +22,7 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
@@ -102,10 +104,14 @@ class ContinualDQN(DQN):
         self.methods: list[ContinualMethod] = []
         self.checkpoint_format = CHECKPOINT_FORMAT
         self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.run.training.resume
+        self.run_identity: dict[str, Any] = {}  # the settings that define the run (set by agents.run.training)
         self.current_task = -1
         self.n_tasks_created = 0
         self.task_switches = 0
         self._clip_cache: tuple[Any, int, list[th.nn.Parameter]] | None = None
+        # Called between two agent steps: the previous step stored and its updates done, the next action not drawn.
+        # A checkpoint taken there is a whole step (agents.run.callbacks.SegmentCheckpointCallback).
+        self.step_boundary_hooks: list[Callable[[], None]] = []
         if _init_setup_model:
             self._setup_model()
 
@@ -142,13 +148,27 @@ class ContinualDQN(DQN):
             self.replay_buffer.cut()
             if self.ez is not None:
                 self.ez.end_holds()
+            self.task_source.cut_episode()  # the cut episode's few frames do not decide the fresh one's task
             self._observe_task(self._last_obs, [True])  # type: ignore[arg-type]
         return result
+
+    def collect_rollouts(self, env: Any, callback: Any, train_freq: TrainFreq, *args: Any, **kwargs: Any) -> Any:
+        """SB3's rollout, ended on the next multiple of ``train_freq`` vector steps and at the end of ``learn``: a run
+        resumed from a checkpoint between two updates then updates at the same steps, and as often, as the run that
+        was never stopped, and ``learn(n)`` stops after exactly n agent steps, the last one stored."""
+        if train_freq.unit == TrainFrequencyUnit.STEP:
+            due = train_freq.frequency - (self.num_timesteps // self.n_envs) % train_freq.frequency
+            left = (self._total_timesteps - self.num_timesteps) // self.n_envs  # nor past the end of `learn`
+            train_freq = TrainFreq(max(min(due, left), 1), train_freq.unit)
+        return super().collect_rollouts(env, callback, train_freq, *args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         # Methods hold references to the live network: they are saved through their state_dict() (`method_state`).
         # The last observation is not saved so that a loaded model starts with a fresh reset of its env.
-        return [*super()._excluded_save_params(), "methods", "_last_obs", "_last_original_obs", "_clip_cache"]
+        return [
+            *super()._excluded_save_params(),
+            *("methods", "_last_obs", "_last_original_obs", "_clip_cache", "step_boundary_hooks"),
+        ]
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def _activate(self, task: int) -> None:
@@ -196,6 +216,8 @@ class ContinualDQN(DQN):
 
     # --- the SB3 loop's hooks -----------------------------------------------------------------------------------
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1):
+        for hook in self.step_boundary_hooks:  # the first thing of each step in SB3's rollout loop
+            hook()
         # Uniform random actions until the *current task's* buffer holds `learning_starts` transitions (all envs').
         warm_up = self.replay_buffer.transitions() < learning_starts
         if self.ez is not None:  # ez-greedy; its warm-up is ε = 1 with repeats
