@@ -119,3 +119,5 @@ def test_bench_speed_times_the_plain_agent_with_the_diagnostics(capsys: pytest.C
     out = capsys.readouterr().out
     ratio = next(line for line in out.splitlines() if line.startswith("ratio_plasticity_vs_plain="))
     assert float(ratio.split("=")[1].split()[0]) > 0
+    share = next(line for line in out.splitlines() if line.startswith("diagnostics_cpu_share="))
+    assert 0 < float(share.split("=")[1].split()[0]) < 1  # two measurements in the 40-step span: some CPU time
