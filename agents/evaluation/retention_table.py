@@ -69,6 +69,7 @@ from agents.evaluation.result_files import json_ready, write_csv
 from agents.evaluation.retention_eval import EvalSettings, eval_dir, evaluate_checkpoint
 from agents.run.checkpoints import CheckpointError, checkpoint_path, list_checkpoints
 from agents.run.config import Config, ConfigError, SequenceConfig, config_from_dict, load_config, settings_in_use
+from agents.run.lock import directory_lock
 from agents.run.training import (
     CHECKPOINT_DIR,
     CONFIG_NAME,
@@ -261,8 +262,15 @@ def run_state(run_dir: Path, config: Config) -> str:
 def run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str], None] = print) -> None:
     """Train every run not finished yet in ``jobs`` worker processes (spawned).
 
-    Ctrl-C or SIGTERM stops every running run at a checkpoint and raises ``TableInterrupted``.
+    Ctrl-C or SIGTERM stops every running run at a checkpoint and raises ``TableInterrupted``. ``out``'s lock
+    (``agents.run.lock``) is held throughout: a second table on ``out`` while this one trains is refused with
+    ``RunDirLocked``.
     """
+    with directory_lock(out, "table directory"):
+        _run_all(specs, out, jobs, log)
+
+
+def _run_all(specs: Sequence[RunSpec], out: Path, jobs: int, log: Callable[[str], None]) -> None:
     todo = []
     for spec in specs:
         state = run_state(run_dir_of(out, spec), spec.config)
