@@ -15,7 +15,7 @@ What we keep from the paper's flat variant:
   (only the winner's counts are ever written). A hold-out model always competes; when it wins, its window becomes a
   new task's model.
 
-Where we depart from the paper, and why (issue 18: on other games than the five it was tuned on, the continuous
+Where we depart from the paper, and why (on other games than the five it was tuned on, the continuous
 variant merged games, opened new tasks on revisits and on a game's later phases, and switched spuriously):
 - **A task can change only at an episode start.** The agent sees episode boundaries, and a game switch always
   starts a new episode, so a switch inside an episode is never real; deciding continuously only adds chances to be
@@ -52,7 +52,7 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
 - ``count_cap`` bounds n_k by rescaling a model's counts, so the model follows slow drift of its start screens.
 - Observations whose height and width are at most ``grid_max`` (MinAtar's 10×10 grids, channel-first, channels
   padded) are modelled per cell and channel (L = 2: the cell is on or off; padded channels are always off and cost
-  nothing under any model), without downscaling. For grids (issue 18's MinAtar targets):
+  nothing under any model), without downscaling. For grids (MinAtar):
   - **A model frame every agent step** (``grid_update_every`` = 1; images keep every 4th): a grid costs little to
     score, and the window then closes ``window`` (8) agent steps into an episode, so detection takes ≤ 8 steps
     (it took 29, and its delay alone held the ARI at 0.98). Windows on grids decide at their end only: their leads
@@ -74,18 +74,26 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
     showed on (most cells) are scored once per cell, weighted by their number, and once for all the cells no task has
     seen on. With numpy a window took ~60 calls (~0.5 ms on a loaded machine); the kernels compute the same sums
     (scores agree to ~1e-14, every decision of the benchmark's streams is unchanged: ``--check-tasks``).
-  Known failure: a Freeway task that has seen only two episodes explains Asterix's nearly empty start screens better
-  than the hold-out (by ~60 nats), so Asterix is merged into it (tests: an xfail); lowering ``novel_features`` splits
-  Freeway again. A per-cell factored model cannot tell "one car in every row" from "an enemy or two"; a frame model
-  with row or object structure would.
+  - **Row counts.** A grid frame also has, per row, the number of its cells on over every channel and column, in
+    ``COUNT_LEVELS`` buckets (0, 1, 2, 3–4, 5–8, 9–16, 17–32, 33+), as one binary feature per row and bucket
+    (``row_counts``); they belong to no cell (their back-off is 0). Why: the cells say *where* things are, and
+    where they are changes with the episode's draw (Freeway's car speeds) and with what the agent has learnt (a
+    trained Freeway chicken climbs rows in its first steps that a random one rarely reaches). With cells alone, a
+    learning agent's own game showed more novel features than ``novel_features`` allows (a Freeway task split in 6 of
+    the table's 33 runs; a learning agent's recorded stream opened a fourth task for three games), while a young
+    Freeway task (two episodes) explained Asterix's nearly empty start screens better than the hold-out (by ~60 nats),
+    so the threshold could not move either way. A row's count is what the game is rather than where its objects are:
+    a Freeway row always holds one car and its trail, an Asterix row one thing or nothing, a Breakout row of bricks
+    ten; so the counts separate games (Asterix from a young Freeway by ~10 novel features) and hardly vary within
+    one (below one novel feature per window once a task has seen two). Per-channel counts were tried and rejected:
+    Freeway's trail channels hold a random number of its eight cars each episode, so they split Freeway.
 
-Cost: an image stream costs ~11 µs per Atari agent step (under 1% of the ALE's). A grid stream costs, in CPU time on
-this 2-core machine shared with other jobs (load ≈ 5–6), 6.5–10.6 µs per MinAtar agent step on mixed streams and
-9.2 µs in a long stay in Breakout, whose ~9-step episodes each end a window; MinAtar's own step is 58–169 µs of CPU,
-so the cost is 4.9–10.0% on mixed streams and 13.7% in Breakout, 2–4% in the other long stays
-(``scripts/bench_task_inference.py --only minatar``). The kernels compile once per process at the first grid
-observation (not later, inside a decision window): ~6 s of CPU here the first time, ~0.7 s once numba has cached
-them (in ``cl_rl/__pycache__``); image streams never compile them.
+Cost: an image stream costs ~11 µs per Atari agent step (under 1% of the ALE's). A grid stream costs a few µs of CPU
+per MinAtar agent step, most in streams with short episodes (Breakout's ~9-step episodes each end a window); the
+benchmark prints it against the emulator's own CPU time per step (``scripts/bench_task_inference.py --only minatar``;
+figures in docs/TASK_INFERENCE.md). The kernels compile once per process at the first grid observation (not later,
+inside a decision window), in seconds, or load from numba's cache (``cl_rl/__pycache__``); image streams never
+compile them.
 """
 
 from __future__ import annotations
@@ -172,14 +180,36 @@ def is_grid(observation: np.ndarray, settings: FMNSettings) -> bool:
     return observation.shape[-1] <= settings.grid_max and observation.shape[-2] <= settings.grid_max
 
 
+COUNT_LEVELS = 8  # a row's count of on cells, in buckets 0, 1, 2, 3–4, 5–8, 9–16, 17–32, 33+
+
+
+def count_bucket(n: np.ndarray) -> np.ndarray:
+    """The bucket (0 … ``COUNT_LEVELS`` − 1) of each count of on cells: 0 and 1 and 2 alone, then powers of two."""
+    n = np.asarray(n, np.int64)
+    log2 = np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64)
+    return np.where(n == 0, 0, np.minimum(log2 + 1, COUNT_LEVELS - 1))
+
+
+def row_counts(observation: np.ndarray) -> np.ndarray:
+    """A grid's row counts as binary features: per row (of C×H×W, or of one H×W channel), one feature per bucket of
+    its number of on cells over all channels and columns, on for the bucket it falls in (H · ``COUNT_LEVELS`` uint8
+    values, one 1 per row)."""
+    rows = np.count_nonzero(observation.reshape(-1, *observation.shape[-2:]), axis=(0, 2))
+    onehot = np.zeros((len(rows), COUNT_LEVELS), np.uint8)
+    onehot[np.arange(len(rows)), count_bucket(rows)] = 1
+    return onehot.reshape(-1)
+
+
 def frame_features(observation: np.ndarray, settings: FMNSettings) -> tuple[np.ndarray, int]:
     """The model's view of an observation: (flat int64 values, number of levels).
 
-    A grid (H, W ≤ ``grid_max``, e.g. MinAtar's C×10×10): every cell of every channel, on or off. An image stack
-    (newest frame last, e.g. Atari's 4×84×84) or a single H×W frame: the newest frame, downscaled and quantised.
+    A grid (H, W ≤ ``grid_max``, e.g. MinAtar's C×10×10): every cell of every channel, on or off, then each
+    row's count of on cells (``row_counts``). An image stack (newest frame last, e.g. Atari's 4×84×84) or a
+    single H×W frame: the newest frame, downscaled and quantised.
     """
     if is_grid(observation, settings):
-        return (observation.reshape(-1) > 0).astype(np.int64), 2
+        cells = (observation.reshape(-1) > 0).astype(np.int64)
+        return np.concatenate([cells, row_counts(observation).astype(np.int64)]), 2
     frame = observation if observation.ndim == 2 else observation[-1]
     return downscale_quantize(frame, settings.size, settings.levels), settings.levels
 
@@ -226,7 +256,7 @@ def _add_feature_scores(scores, terms, p, q, h, weight, model, novel, keep, new)
     on ``h`` times: under task k, eq. (1') (its log, less the totals' runs); under the hold-out, their mean over
     tasks. ``model`` = (counts [k, p, v], totals' log runs [k], back-off [k, q], α, β); see
     ``_binary_window_scores``."""
-    counts, run_totals, backoff, alpha, share = model
+    counts, run_totals, backoff, alpha, share = model[0], model[1], model[2], model[3], model[4]
     n_tasks, n_frames = counts.shape[0], len(novel) - 1
     if n_tasks == 0:
         scores[0] += weight * novel[h]
@@ -264,30 +294,32 @@ def _binary_window_scores(frames, n_frames, active, model, novel, keep, new):
     by the cell's number of them; background cells whose back-off is 0 under every task (cells no task has seen on)
     score alike, so one of them stands for all.
 
-    ``frames[:n_frames]``: the window (features p = channel · cells + cell, on where > 0); returns the scores and
-    how many frames show each feature on;
+    ``frames[:n_frames]``: the window (features p = channel · cells + cell for p < ``grid``, on where > 0, then the
+    row counts, which belong to no cell: back-off group ``cells``, always 0); returns the scores and how many
+    frames show each feature on;
     ``active`` [p]: some task has seen p on; ``model`` = (counts [k, p, v], the totals' log runs [k] for this window
-    length, back-off β m_k(q) [k, q], α, β); ``novel`` [h]: a feature's KT term when the window shows it on h times;
-    ``keep``, ``new``: log(1 − ε), log ε of each model."""
-    counts, backoff = model[0], model[2]
-    n_tasks, cells = counts.shape[0], backoff.shape[1]
+    length, back-off β m_k(q) [k, q], α, β, ``grid``); ``novel`` [h]: a feature's KT term when the window shows it on
+    h times; ``keep``, ``new``: log(1 − ε), log ε of each model."""
+    counts, backoff, grid = model[0], model[2], model[5]
+    n_tasks, cells = counts.shape[0], backoff.shape[1] - 1
     novel = novel[: n_frames + 1]
     on = _count_on(frames, n_frames)
     scores = np.zeros(n_tasks + 1)
     terms = np.empty(n_tasks)
-    background = np.zeros(cells, np.int64)
-    first = np.full(cells, -1, np.int64)
-    for c in range(len(on) // cells):  # p = c · cells + q, without a division per feature
-        for q in range(cells):
+    background = np.zeros(cells + 1, np.int64)
+    first = np.full(cells + 1, -1, np.int64)
+    for c in range(grid // cells + 1):  # p = c · cells + q, without a division per feature; then the counts
+        for q in range(cells if c * cells < grid else len(on) - grid):
             p = c * cells + q
+            group = q if p < grid else cells
             if active[p] or on[p] > 0:
-                _add_feature_scores(scores, terms, p, q, on[p], 1.0, model, novel, keep, new)
+                _add_feature_scores(scores, terms, p, group, on[p], 1.0, model, novel, keep, new)
             else:
-                background[q] += 1
-                if first[q] < 0:
-                    first[q] = p
+                background[group] += 1
+                if first[group] < 0:
+                    first[group] = p
     unseen, unseen_weight, unseen_cell = -1, 0.0, 0  # background cells with no back-off under any task
-    for q in range(cells):
+    for q in range(cells + 1):
         if not background[q]:
             continue
         seen = False
@@ -303,10 +335,11 @@ def _binary_window_scores(frames, n_frames, active, model, novel, keep, new):
 
 
 @njit(cache=True)
-def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
+def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff, grid):
     """Task counts ``counts`` [p, v] absorb a window of ``n_frames`` frames that shows feature p on ``on[p]`` times,
     then are rescaled by ``scale`` (``count_cap``) unless it is 1; ``active`` marks the features shown on;
-    ``backoff`` [q] becomes β m(q) of eq. (1') for the task's ``total`` frames. Returns whether ``active`` grew."""
+    ``backoff`` [q] becomes β m(q) of eq. (1') for the task's ``total`` frames, m(q) over the ``grid`` cell features
+    (the last group, the row counts', stays 0). Returns whether ``active`` grew."""
     grew = False
     for p in range(counts.shape[0]):
         counts[p, 0] += np.float32(n_frames - on[p])
@@ -317,8 +350,8 @@ def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
         if on[p] > 0 and not active[p]:
             active[p] = True
             grew = True
-    cells = len(backoff)
-    channels = counts.shape[0] // cells
+    cells = len(backoff) - 1
+    channels = grid // cells
     coef = share / max(total, 1.0)
     for q in range(cells):
         rate = np.float32(0.0)
@@ -326,6 +359,22 @@ def _absorb_binary(on, n_frames, counts, active, scale, share, total, backoff):
             rate += counts[c * cells + q, 1]
         backoff[q] = coef * np.float64(rate / np.float32(channels))  # the cell's mean on-rate over channels
     return grew
+
+
+@njit(cache=True)
+def _row_counts_into(grid, out, buckets):
+    """``row_counts`` of the C×H×W ``grid`` written into ``out`` (H · ``COUNT_LEVELS``), with ``buckets[n]`` the
+    bucket of n on cells: one pass over the grid, no temporary arrays (it runs for every frame of a window)."""
+    channels, rows, cols = grid.shape
+    levels = len(out) // rows
+    for r in range(rows):
+        n = 0
+        for c in range(channels):
+            for x in range(cols):
+                n += 1 if grid[c, r, x] > 0 else 0
+        for b in range(levels):
+            out[r * levels + b] = 0
+        out[r * levels + buckets[n]] = 1
 
 
 def warm_grid_kernels() -> None:
@@ -341,9 +390,10 @@ def warm_grid_kernels() -> None:
     weights = np.zeros(2, np.float32)
     # the window's run totals are a column of a (tasks, window) array: contiguous for one task, strided for more
     for totals in (np.zeros(1, np.float32), np.zeros((2, 2), np.float32)[:, 0]):
-        model = (counts, totals, np.zeros((1, 2)), 0.01, 1.0)
+        model = (counts, totals, np.zeros((1, 2)), 0.01, 1.0, 2)
         _binary_window_scores(frames, 1, np.zeros(4, bool), model, np.zeros(2, np.float32), weights, weights)
-    _absorb_binary(on, 1, counts[0], np.zeros(4, bool), 1.0, 1.0, 1.0, np.zeros(2))
+    _absorb_binary(on, 1, counts[0], np.zeros(4, bool), 1.0, 1.0, 1.0, np.zeros(2), 2)
+    _row_counts_into(np.zeros((1, 2, 2), np.uint8), np.zeros(2 * COUNT_LEVELS, np.uint8), count_bucket(np.arange(5)))
 
 
 _WARM = False
@@ -386,6 +436,7 @@ class FlatFMN:
         self._mix = (np.zeros(0), np.zeros(0))  # ``_mix_weights``
         self._on: np.ndarray | None = None  # ``_window_on``
         self._prior: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))  # (tasks, current) → log prior
+        self._buckets = np.zeros(0, np.int64)  # grids: ``count_bucket`` of 0 … all cells, for ``_row_counts_into``
 
     # --- TaskSource ---------------------------------------------------------------------------------------------
     @property
@@ -433,9 +484,10 @@ class FlatFMN:
             self._log_p = np.zeros((0, x.size, levels), np.float32)
             self._run_totals = np.zeros((0, self.settings.window + 1), np.float32)
             self._active = np.zeros(x.size, bool)
-            grid = levels == 2 and observation.ndim == 3
-            self._groups = (observation.shape[0], x.size // observation.shape[0]) if grid else (x.size, 1)
-            self._backoff = np.zeros((0, self._groups[1]))
+            grid = is_grid(observation, self.settings)
+            cells = observation.shape[-2] * observation.shape[-1]
+            self._groups = (observation.size // cells, cells) if grid else (x.size, 1)
+            self._backoff = np.zeros((0, self._groups[1] + 1))  # grids: a cell's back-off; last, the counts' (0)
         if (x.size, levels) != self.counts.shape[1:]:
             raise ValueError(
                 f"observation of shape {observation.shape} gives {x.size} features × {levels} levels, but the task "
@@ -459,10 +511,14 @@ class FlatFMN:
         the episode's task is decided) its log predictive under every task (eq. 1)."""
         if observation.shape != self._shape:
             self._set_kind(observation)
-        if self._grid:  # copied as it is; a cell is on where > 0 (``_binary_window_scores``)
+        if self._grid:  # copied as it is; a cell is on where > 0 (``_binary_window_scores``); then the counts
             # No reshaped view of ``_frames`` is kept for this: a deep copy or a pickle (the periodic evaluation's
             # task source, a checkpoint) would turn it into a second array that the window's scores never read.
-            self._frames[self._n_frames] = observation.reshape(-1)
+            row, grid = self._frames[self._n_frames], observation.size
+            row[:grid] = observation.reshape(-1)
+            if self._buckets.size != grid + 1:
+                self._buckets = count_bucket(np.arange(grid + 1))
+            _row_counts_into(observation.reshape(-1, *observation.shape[-2:]), row[grid:], self._buckets)
         else:
             self._frames[self._n_frames] = frame_features(observation, self.settings)[0]
             if self.levels > 2:
@@ -495,7 +551,9 @@ class FlatFMN:
         j = self._n_frames
         keep, new = self._mix_weights()
         if self.levels == 2:
-            model = (self.counts, self._run_totals[:, j], self._backoff, self.settings.alpha, self.settings.cell_share)
+            grid = self._groups[0] * self._groups[1]
+            alpha, share = self.settings.alpha, self.settings.cell_share
+            model = (self.counts, self._run_totals[:, j], self._backoff, alpha, share, grid)
             scores, self._on = _binary_window_scores(
                 self._frames, j, self._active, model, self._novel_table(j), keep, new
             )
@@ -616,7 +674,8 @@ class FlatFMN:
         self.totals[row] = min(total, cap) if cap else total
         if self.levels == 2:
             share, on, n = self.settings.cell_share, self._window_on(), self.totals[row]
-            grew = _absorb_binary(on, j, self.counts[row], self._active, scale, share, n, self._backoff[row])
+            grid = self._groups[0] * self._groups[1]
+            grew = _absorb_binary(on, j, self.counts[row], self._active, scale, share, n, self._backoff[row], grid)
         else:
             self.counts[row] += self._hist
             shown = self._hist[:, 0] < j
@@ -680,16 +739,18 @@ class FlatFMN:
         self.steps_in_episode = int(state["steps_in_episode"])
         self._deciding = bool(state["deciding"])
         self._window_open = bool(state["window_open"])
-        if "groups" not in state and self.levels == 2:
-            raise ValueError(
-                "task-inference state of a grid game from before the cell back-off (eq. 1'): it cannot be resumed "
-                "with this version; start the run again"
-            )
         groups = state.get("groups", (self.counts.shape[1], 1))  # images: one group (older states lack it)
         self._groups = (int(groups[0]), int(groups[1]))
+        grid = self.levels == 2 and self._groups[1] > 1  # images' features form one group
+        counts_of_rows = self.counts.shape[1] - self._groups[0] * self._groups[1]
+        if grid and (counts_of_rows <= 0 or counts_of_rows % COUNT_LEVELS):
+            raise ValueError(
+                "task-inference state of a grid game from before the row counts (or the cell back-off): it "
+                "cannot be resumed with this version; start the run again"
+            )
         self._every, self._shape = 0, ()  # set again by the next observation
         self._log_p = np.zeros_like(self.counts)
-        self._backoff = np.zeros((self.n_tasks, self._groups[1]))
+        self._backoff = np.zeros((self.n_tasks, self._groups[1] + 1))
         self._totals_runs, self._mix = {}, (np.zeros(0), np.zeros(0))
         self._run_totals = np.zeros((self.n_tasks, settings.window + 1), np.float32)
         self._active = np.asarray((self.counts[:, :, 1:] > 0).any(axis=(0, 2)))
@@ -697,7 +758,8 @@ class FlatFMN:
         for row in range(self.n_tasks):
             if self.levels == 2:  # the back-off, by absorbing an empty window
                 none, n = np.zeros(self.counts.shape[1], np.int64), self.totals[row]
-                _absorb_binary(none, 0, self.counts[row], self._active, 1.0, settings.cell_share, n, self._backoff[row])
+                cells, share = self._groups[0] * self._groups[1], settings.cell_share
+                _absorb_binary(none, 0, self.counts[row], self._active, 1.0, share, n, self._backoff[row], cells)
             self._refresh(row)
         # The open window's scores are recomputed from its frames (they depend only on the counts, which it has not
         # touched yet).

@@ -4,9 +4,12 @@
     python scripts/bench_task_inference.py [--quick] [--long-steps 100000] [--only TEXT] [fmn.key=value ...]
         [--save-tasks FILE.npz | --check-tasks FILE.npz]
 
-The full protocol (issue 18): the EWC paper's 19 Atari games visited 3 times in seeded orders (two seeds, fixed and
+The full protocol: the EWC paper's 19 Atari games visited 3 times in seeded orders (two seeds, fixed and
 mixed segment lengths, a sticky-biased policy) and twice under a uniform policy; MinAtar's five games visited 4 times
-under both policies; and a long stay of ``--long-steps`` agent steps in every game. ``--quick`` runs a small subset.
+under both policies; a long stay of ``--long-steps`` agent steps in every game; eight ALE games outside the pool
+(revisits and 30k-step stays); and MinAtar streams played by learning agents, checkpoints of real runs of the table
+preset and of longer single-game runs (trained on first use, minutes of CPU each, then cached:
+agents/bench/agent_policies.py). ``--quick`` runs a small subset.
 Frames are recorded once and cached (agents/bench/inference_stream.py), so a re-run only replays them. Prints one
 line per stream, worst first, then the totals; exits 1 when a stream misses a target (ARI ≥ 0.99, one task per game,
 revisits back to their task, no spurious switch, detection ≤ 100 agent steps, CPU cost ≤ 15% of the emulator's).

@@ -322,11 +322,47 @@ def revisit_stream(games: Sequence[str], visits: int, steps: Sequence[int], seed
 
 # The games of the CPU retention table (configs/minatar_table.yaml): its task inference is measured on them apart.
 TABLE_GAMES = ["MinAtar/Breakout", "MinAtar/SpaceInvaders", "MinAtar/Freeway"]
+# ALE games outside the EWC paper's pool, chosen for screens unlike the pool's (a maze, a court, rooms, snow, ice,
+# a pyramid, bowling lanes, a dark cave). No setting of the task inference was tuned on them.
+OUTSIDE_POOL = [
+    "MsPacman",
+    "Tennis",
+    "MontezumaRevenge",
+    "Skiing",
+    "Frostbite",
+    "Qbert",
+    "Bowling",
+    "Venture",
+]
+
+
+MIXED = [1000, 3000, 6000]  # agent steps per visit of the mixed-length streams
+
+
+def agent_streams(quick: bool = False) -> list[StreamSpec]:
+    """Streams played by learning agents (``agents.bench.agent_policies``): the table's games with revisits, played
+    by the table preset's run at three points of its training (after the first visits, after a game's second visit,
+    at the end), and every MinAtar game by its own long run at two points. The ``long@50000`` stream and the long
+    stays were kept out of the tuning of the grid settings."""
+    specs = [
+        StreamSpec("agent table@30k x3 3k", revisit_stream(TABLE_GAMES, 3, [3000], 5), "agent:table@30000"),
+        StreamSpec("agent table@60k x3 3k", revisit_stream(TABLE_GAMES, 3, [3000], 6), "agent:table@60000"),
+    ]
+    if quick:
+        return specs
+    return [
+        StreamSpec("agent table@45k x3 1-6k", revisit_stream(TABLE_GAMES, 3, MIXED, 8), "agent:table@45000"),
+        *specs,
+        StreamSpec("agent long@20k x3 3k", revisit_stream(MINATAR_GAMES, 3, [3000], 9), "agent:long@20000"),
+        StreamSpec("agent long@50k x3 1-6k", revisit_stream(MINATAR_GAMES, 3, MIXED, 7), "agent:long@50000"),
+        *(StreamSpec(f"agent long@50k {g} 30k", ((g, 30_000),), "agent:long@50000") for g in MINATAR_GAMES),
+    ]
 
 
 def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]:
-    """The streams of issue 18: the whole pool with revisits (several seeds, segment lengths and both policies),
-    long stays in every game, and MinAtar with revisits and long stays. ``quick``: a small subset for iterating."""
+    """The benchmark's streams: the EWC paper's pool with revisits (several seeds, segment lengths and both random
+    policies), long stays in every game, MinAtar with revisits and long stays, ALE games outside the pool (revisits
+    and long stays), and streams played by learning agents (``agent_streams``). ``quick``: a small subset."""
     if quick:
         return [
             StreamSpec("pool19 x2 2k sticky s0", revisit_stream(EWC_POOL, 2, [2000], 0)),
@@ -334,6 +370,8 @@ def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]
             StreamSpec("minatar x3 1-3k sticky s0", revisit_stream(MINATAR_GAMES, 3, [1000, 2000, 3000], 0)),
             StreamSpec("minatar-table x3 1-3k sticky s0", revisit_stream(TABLE_GAMES, 3, [1000, 2000, 3000], 0)),
             *(StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in ("Enduro", "Riverraid")),
+            StreamSpec("outside8 x2 3k uniform s3", revisit_stream(OUTSIDE_POOL, 2, [3000], 3), "uniform"),
+            *agent_streams(quick=True),
         ]
     specs = [
         StreamSpec("pool19 x3 5k sticky s0", revisit_stream(EWC_POOL, 3, [5000], 0)),
@@ -347,4 +385,38 @@ def protocol(quick: bool = False, long_steps: int = 100_000) -> list[StreamSpec]
         ),
     ]
     specs += [StreamSpec(f"long {g} {long_steps // 1000}k", ((g, long_steps),)) for g in EWC_POOL + MINATAR_GAMES]
-    return specs
+    specs += [
+        StreamSpec("outside8 x2 3k uniform s3", revisit_stream(OUTSIDE_POOL, 2, [3000], 3), "uniform"),
+        StreamSpec("outside8 x3 1-6k sticky s4", revisit_stream(OUTSIDE_POOL, 3, [1000, 3000, 6000], 4)),
+        *(StreamSpec(f"long {g} 30k", ((g, 30_000),)) for g in OUTSIDE_POOL[:4]),
+    ]
+    return specs + agent_streams()
+
+
+def episode_windows(
+    visits: Sequence[tuple[str, int]], policy: str = "sticky", seed: int = 0, window: int = 8
+) -> dict[str, np.ndarray]:
+    """The part of a MinAtar stream that the task inference reads: each episode's first ``window`` frames (it decides
+    and learns from nothing else on grids), as arrays to save with ``np.savez_compressed``: ``bits`` (the frames'
+    cells, ``np.packbits``), ``shape`` (of one frame), ``episode`` (each frame's episode number) and ``games`` (each
+    episode's game). A recorded learning-agent stream for tests, small enough to commit."""
+    frames_out: list[np.ndarray] = []
+    episode_of: list[int] = []
+    games: list[str] = []
+    for game, frames, starts in visit_frames(visits, policy, seed):
+        if not is_minatar(game):
+            raise ValueError(f"episode_windows keeps grids only (MinAtar), got {game}")
+        for start in np.flatnonzero(starts):
+            stop = np.flatnonzero(starts[start + 1 :])
+            end = start + 1 + int(stop[0]) if len(stop) else len(frames)
+            kept = frames[start : min(end, start + window)]
+            frames_out.append(kept)
+            episode_of += [len(games)] * len(kept)
+            games.append(game)
+    stacked = np.concatenate(frames_out)
+    return {
+        "bits": np.packbits(stacked.reshape(len(stacked), -1) > 0, axis=1),
+        "shape": np.array(stacked.shape[1:]),
+        "episode": np.array(episode_of, np.int32),
+        "games": np.array(games),
+    }
