@@ -135,6 +135,21 @@ def test_table_command_writes_every_output_then_reuses_finished_runs_and_resumes
     assert per_game[0] == pytest.approx(pong_drop) and np.isnan(per_game[1])
     one_seed = f"{pong_drop:.2f} [{pong_drop:.2f}, {pong_drop:.2f}]"  # one seed: the interval is a point
     assert "## Worst drop per game" in first and f"| ewc | {one_seed} | – |" in first
+    # Task inference from the run's own TensorBoard file, read back here tag by tag: the tasks it created, its
+    # spurious switches and ARI at the end, and the evaluations that played a trained game with an unknown task.
+    ewc_tb = EventAccumulator(str(out / "runs" / "ewc__seed0" / "tb"), size_guidance={"scalars": 0})
+    ewc_tb.Reload()
+    last = {tag: ewc_tb.Scalars(tag)[-1].value for tag in ("task/n_tasks", "task/spurious_switches", "task/ari")}
+    unknown = sum(e.value for e in ewc_tb.Scalars("eval/unrecognised"))
+    assert run["task_inference"] == {
+        "tasks": last["task/n_tasks"],
+        "spurious_switches": last["task/spurious_switches"],
+        "ari": pytest.approx(last["task/ari"]),
+        "unrecognised": unknown,
+    }
+    assert (last["task/n_tasks"], unknown) == (2, 0)  # two games, each its own task, every evaluation recognised
+    tasks_line = f"| ewc | 1.00, 1.00 | {last['task/spurious_switches']:.1f}, "
+    assert "## Task inference" in first and tasks_line in first
 
     # --rescore scores every checkpoint again instead of reading the logged scores: the same numbers here, where
     # training logged them with today's evaluation code.

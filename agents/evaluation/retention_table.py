@@ -422,6 +422,7 @@ class RunScores:
     seconds: float
     updates: int
     plasticity: dict[str, float] = field(default_factory=dict)  # END_PLASTICITY's last logged values
+    task_inference: dict[str, float] = field(default_factory=dict)  # ``logged_task_inference``
 
     @property
     def games(self) -> list[str]:
@@ -473,7 +474,31 @@ def read_run(run_dir: Path, rescore: bool = False) -> RunScores:
         float(marker.get("seconds", math.nan)),
         int(marker.get("updates", 0)),
         end_of_run_plasticity(run_dir / TENSORBOARD_DIR),
+        logged_task_inference(run_dir / TENSORBOARD_DIR),
     )
+
+
+TASK_INFERENCE = {  # key: (TensorBoard tag, how its values over the run become one figure)
+    "tasks": ("task/n_tasks", "last"),
+    "spurious_switches": ("task/spurious_switches", "last"),
+    "ari": ("task/ari", "last"),
+    "unrecognised": ("eval/unrecognised", "sum"),
+}
+
+
+def logged_task_inference(tb_dir: Path) -> dict[str, float]:
+    """How a run's task inference did (``agents.run.callbacks.TaskInferenceMonitor``, the periodic evaluation): tasks
+    created, spurious switches and ARI of training at the end, and evaluations that played a trained game with a
+    task the agent did not have, summed over the run (a step logged twice counts once: the later value)."""
+    accumulator = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    out = {}
+    for key, (tag, how) in TASK_INFERENCE.items():
+        if tag in tags:
+            by_step = {e.step: e.value for e in sorted(accumulator.Scalars(tag), key=lambda e: e.wall_time)}
+            out[key] = by_step[max(by_step)] if how == "last" else float(sum(by_step.values()))
+    return out
 
 
 END_PLASTICITY = {"dormant": "dormant units", "effective_rank": "effective rank"}  # plasticity/<key> (agents/run)
@@ -697,7 +722,8 @@ def format_markdown(table: Table) -> str:
         rnd = table.random[game]
         lines.append(f"| {game} | {steps:,} | {rnd:.2f} | {ref:.2f} | {ref - rnd:.2f} | {seeds} |")
     lines += ["", *format_differences(table.differences)]
-    lines += ["", *_per_game_worst_drop(table), "", *_plasticity_at_the_end(table), "", *_segment_end_scores(table)]
+    lines += ["", *_per_game_worst_drop(table), "", *_plasticity_at_the_end(table), "", *_task_inference(table)]
+    lines += ["", *_segment_end_scores(table)]
     if table.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in table.notes)]
     if s.get("command"):
@@ -736,6 +762,35 @@ def _plasticity_at_the_end(table: Table) -> list[str]:
         values = [[r.plasticity[k] for r in row.runs if k in r.plasticity] for k in END_PLASTICITY]
         cells = [f"{np.mean(v):.3g}" if v else "–" for v in values]
         lines.append(f"| {row.method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _task_inference(table: Table) -> list[str]:
+    """Each method's task inference over its runs, apart from the scores: a game split into several tasks or an
+    evaluation played with a task the agent does not have is a recognition failure, not forgetting."""
+    n_games = len(table.games)
+    lines = [
+        "## Task inference (over seeds)",
+        "",
+        "Tasks created per game, spurious switches and ARI (inferred tasks against the true games) of training, and "
+        "evaluations that played a game already trained with a task the agent did not have (its scores count as "
+        "that method's; this column says how many such there are).",
+        "",
+        "| method | tasks per game (mean, max) | spurious switches (mean, max) | ARI (mean, min) "
+        "| unrecognised evaluations |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table.rows:
+        got = {k: [r.task_inference[k] for r in row.runs if k in r.task_inference] for k in TASK_INFERENCE}
+        if not got["tasks"]:
+            lines.append(f"| {row.method} | – | – | – | – |")
+            continue
+        per_game = np.array(got["tasks"]) / n_games
+        spurious, ari = np.array(got["spurious_switches"] or [np.nan]), np.array(got["ari"] or [np.nan])
+        lines.append(
+            f"| {row.method} | {per_game.mean():.2f}, {per_game.max():.2f} | {spurious.mean():.1f}, "
+            f"{spurious.max():.0f} | {ari.mean():.3f}, {ari.min():.3f} | {sum(got['unrecognised']):.0f} |"
+        )
     return lines
 
 
@@ -817,6 +872,7 @@ def _as_json(table: Table) -> dict[str, Any]:
                         "retention_score": run.retention(),
                         "retention_normalised": normalised,
                         "per_game": {k: row.per_game[k][i] for k in METRICS},
+                        "task_inference": run.task_inference,
                     }
                     for i, (run, normalised) in enumerate(zip(row.runs, row.normalised, strict=True))
                 ],
