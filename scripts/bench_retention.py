@@ -3,7 +3,7 @@
 
 python scripts/bench_retention.py PRESET [--methods finetune ewc ...] [--seeds 3] [--task-source fmn|oracle]
     [--jobs N] [--threads 1] [--out DIR] [--steps-scale F] [--set key=value ...] [--reps 50000]
-    [--report-only] [--rescore]
+    [--report-only] [--rescore] [--tuned TUNED.yaml]
 
 Each method × seed trains as an ordinary run in OUT/runs/<method>__seed<k>/, and each game of the preset alone for
 as many agent steps as it gets in the whole sequence in OUT/runs/reference__<game>__seed<k>/ (fine-tuning, true
@@ -33,6 +33,7 @@ from agents.evaluation.retention_table import (
     run_all,
     write_table,
 )
+from agents.evaluation.strengths import read_tuned
 from agents.run.arguments import integer
 from agents.run.checkpoints import CheckpointError
 from agents.run.config import ConfigError
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default: runs/retention/<preset>__<task-source>)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every segment's length (smoke runs)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument(
+        "--tuned",
+        type=Path,
+        help="YAML method → {key: value} applied to that method's rows only (scripts/select_strengths.py writes it)",
+    )
     parser.add_argument("--reps", type=integer(1), default=50_000, help="bootstrap resamples of each interval (50000)")
     parser.add_argument(
         "--report-only",
@@ -79,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"--seeds, --jobs and --threads must be >= 1, got {args.seeds}, {args.jobs}, {args.threads}"
             )
         sequence, specs = plan_runs(
-            args.preset, args.methods, range(args.seeds), args.task_source, args.steps_scale, args.set, args.threads
+            args.preset,
+            args.methods,
+            range(args.seeds),
+            args.task_source,
+            args.steps_scale,
+            args.set,
+            args.threads,
+            read_tuned(args.tuned) if args.tuned else None,
         )
         print(f"{len(specs)} runs in {out} ({args.jobs} at a time, {args.threads} thread(s) each)")
         if not args.report_only:
@@ -91,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "task_source": args.task_source,
             "steps_scale": args.steps_scale,
             "overrides": args.set,
+            "tuned": read_tuned(args.tuned) if args.tuned else {},
             "command": shlex.join(["python", "scripts/bench_retention.py", *(sys.argv[1:] if argv is None else argv)]),
         }
         table = build_table(

@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,12 +191,14 @@ def plan_runs(
     steps_scale: float = 1.0,
     overrides: Sequence[str] = (),
     threads: int = 1,
+    tuned: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[GameSequence, list[RunSpec]]:
     """The sequence and every run of the table, seed by seed: each game's reference, then every method.
 
     A method named ``<method>@<source>`` (``ewc@oracle``) runs with that task source instead of ``task_source``: a
     row of its own beside ``<method>`` (``agents.evaluation.differences``). ``threads``: torch threads of each run
-    (``run.threads``).
+    (``run.threads``). ``tuned``: method → {config key: value} for that method's rows only (its strengths, chosen by
+    ``scripts/select_strengths.py``; a method ``a+b`` takes both's).
     """
     for source in (task_source, *(split_row(m)[1] for m in methods)):
         if source is not None and source not in ("fmn", "oracle"):
@@ -217,6 +219,11 @@ def plan_runs(
             specs.append(RunSpec(f"{name}__seed{seed}", REFERENCE, seed, _with_sequence(config, alone), game))
         for method in methods:
             chosen = [*method_overrides(split_row(method)[0]), f"task.source={split_row(method)[1] or task_source}"]
+            chosen += [
+                f"{key}={json.dumps(value)}"
+                for name in split_row(method)[0].split("+")
+                for key, value in (tuned or {}).get(name, {}).items()
+            ]
             config = _config(preset, [*overrides, *chosen], method, seed)
             specs.append(RunSpec(f"{method}__seed{seed}", method, seed, _with_sequence(config, sequence)))
     return sequence, specs
