@@ -90,7 +90,8 @@ def differences(per_game: PerGame, games: Sequence[str], finetune: str, reps: in
             if not kept.any():
                 continue
             interval = difference_interval(a[:, kept], b[:, kept], statistic, reps=reps)
-            out.append(Difference(row, base, key, interval, games[game] if key == "worst_drop_game" else None))
+            on = games[game] if key == "worst_drop_game" and game is not None else None
+            out.append(Difference(row, base, key, interval, on))
     return out
 
 
