@@ -8,7 +8,7 @@ ARGS ?=
 # other (docs/SPEED.md, "Torch threads"). Training also applies run.threads (default 1); tests/conftest.py pins 1.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup train train-atari test docs clean gpu-check wheels
+.PHONY: setup train train-atari test docs clean gpu-check wheels retention-table
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,22 @@ test: setup  ## lint, type-check, build the docs (strict), then the whole test s
 	$(VENV)/bin/mypy -p cl_rl -p agents -p envs  # type-check the library packages (scripts/ and tests/ are not checked)
 	$(VENV)/bin/mkdocs build --strict --quiet  # a broken docstring cross-reference fails here
 	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (the CI machine's cores), each test file in one of them
+
+# The tuned MinAtar retention table (docs/RESULTS.md, "How the next table is run"): the references and fine-tuning,
+# the strength sweeps (seeds 100, 101), the selection, then every method at its chosen strength beside fine-tuning and
+# EWC with true task ids. Finished runs are reused and interrupted ones resumed: the same command continues.
+TABLE ?= runs/retention/minatar_table_tuned
+TABLE_SEEDS ?= 5
+TABLE_METHODS ?= finetune ewc online_ewc mas generative_replay lwf gem agem rehearsal vcl vcl+generative_replay \
+	finetune@oracle ewc@oracle
+retention-table: setup  ## sweep, selection and the 5-seed MinAtar retention table (about 2.5 hours on 2 idle cores)
+	$(PY) scripts/bench_retention.py configs/minatar_table.yaml --methods finetune --seeds $(TABLE_SEEDS) --jobs 2 \
+		--out $(TABLE)
+	$(PY) scripts/sweep.py configs/sweeps/minatar_strengths.yaml
+	$(PY) scripts/sweep.py configs/sweeps/minatar_memory.yaml
+	$(PY) scripts/select_strengths.py sweeps/minatar_strengths sweeps/minatar_memory --references $(TABLE)
+	$(PY) scripts/bench_retention.py configs/minatar_table.yaml --methods $(TABLE_METHODS) --seeds $(TABLE_SEEDS) \
+		--jobs 2 --tuned $(TABLE)/tuned.yaml --out $(TABLE)
 
 # The GPU check (docs/SPEED.md, "The GPU check") runs with the machine's own python3 and torch, not the venv's CPU
 # torch: `make gpu-check ARGS="--wheels wheels"` on a machine without network. Report: gpu_check/report.md.
