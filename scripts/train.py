@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [a for a in (args.config, *args.overrides) if a is not None]
             if any("=" not in a for a in overrides):
                 raise ConfigError(
-                    "--resume RUN_DIR uses the config saved in RUN_DIR; give only run.*/eval.* overrides (key=value)"
+                    "--resume RUN_DIR uses the config saved in RUN_DIR; give only run.*/eval.*/log.* overrides "
+                    "(key=value)"
                 )
             result = resume(args.resume, overrides)
         else:

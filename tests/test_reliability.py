@@ -48,14 +48,15 @@ def _digest(directory: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reliability") / "run"
-    result = subprocess.run(
-        [*TRAIN, TINY, *QUIET, "run.checkpoint_every=100", "--run-dir", str(run_dir)],
+    result = subprocess.run(  # overrides after --run-dir, as a user may type them
+        [*TRAIN, TINY, "--run-dir", str(run_dir), *QUIET, "run.checkpoint_every=100"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
+    assert "checkpoint_every: 100" in (run_dir / "config.yaml").read_text()
     return run_dir
 
 
@@ -110,6 +111,119 @@ def test_bad_config_exits_2_with_the_fix_and_writes_nothing(overrides, message, 
     assert code == 2 and message in err and "Traceback" not in err, err
     assert err.count("\n") == 1  # one paragraph
     assert not (tmp_path / "r").exists()
+
+
+def test_overrides_after_the_run_dir_are_read_as_overrides(tmp_path, capsys):
+    code = _train_main()([TINY, "--run-dir", str(tmp_path / "r"), "eval.enabled=false", "agent.batch_size=abc"])
+    err = capsys.readouterr().err
+    assert code == 2 and "agent.batch_size must be an integer" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("file", "is a file; choose another --run-dir"),
+        ("under_file", "which is a file; choose another --run-dir"),
+        ("unwritable", "cannot be written: '/proc' refuses new files"),
+    ],
+)
+def test_an_unusable_run_dir_exits_2_with_the_fix(where, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a directory")
+    run_dir = {
+        "file": tmp_path / "a_file",
+        "under_file": tmp_path / "a_file" / "run",
+        "unwritable": Path("/proc/cl_rl_run"),  # refused to every user, root included
+    }[where]
+    code = _train_main()([TINY, "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "a_file").read_text() == "not a directory"
+
+
+def _evaluate_main():
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize(("kind", "message"), [("truncated", "truncated or not a zip"), ("corrupt", "corrupt")])
+def test_evaluating_a_damaged_checkpoint_exits_2_naming_it(kind, message, finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    _damage(kind, run_dir)
+    code = _evaluate_main()([str(run_dir), "--checkpoints", "last", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "step_0000000500.zip" in err and "--checkpoints" in err, err
+    assert "Traceback" not in err
+
+
+def test_resuming_with_a_replaced_config_is_refused_with_the_differing_keys(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    for _, path in list_checkpoints(run_dir / "checkpoints"):
+        if path.name != "step_0000000300.zip":
+            path.unlink()
+    config = (run_dir / "config.yaml").read_text()
+    other = config.replace("learning_rate: 0.0001", "learning_rate: 0.0003").replace("steps: 150", "steps: 160")
+    assert other.count("0.0003") == 1 and other.count("steps: 160") == 2  # another preset, the same shapes
+    (run_dir / "config.yaml").write_text(other)
+    before = _digest(run_dir)
+    code = _train_main()(["--resume", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "agent.learning_rate: 0.0001 in the checkpoint, 0.0003 now" in err and "sequence.segments" in err
+    assert _digest(run_dir) == before
+
+
+def test_resuming_with_run_and_eval_changes_is_accepted(finished_run, tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
+    for _, path in list_checkpoints(run_dir / "checkpoints"):
+        if path.name != "step_0000000400.zip":
+            path.unlink()
+    config = (run_dir / "config.yaml").read_text().replace("threads: 1", "threads: 2")  # run.threads
+    (run_dir / "config.yaml").write_text(config)
+    result = subprocess.run(
+        [*TRAIN, "--resume", str(run_dir), "eval.episodes=1"], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert result.returncode == 0 and "at agent step 400 of 500" in result.stdout, result.stderr
+
+
+BENCH_CASES = [
+    ("bench_distillation", ["--steps", "0"], "argument --steps: must be >= 1"),
+    ("bench_distillation", ["--updates", "-1"], "argument --updates: must be >= 1"),
+    ("bench_envs", ["--seconds", "-1"], "argument --seconds: must be > 0"),
+    ("bench_envs", ["--threads", "-2"], "argument --threads: must be >= 0"),
+    ("bench_replay", ["--transitions", "0"], "argument --transitions: must be >= 1"),
+    ("bench_replay", ["--batches", "-3"], "argument --batches: must be >= 5"),
+    ("bench_speed", ["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+    ("bench_retention", [TINY, "--reps", "0"], "argument --reps: must be >= 1"),
+    ("bench_retention", [TINY, "--out", "/proc/cl_rl_table"], "--out '/proc/cl_rl_table' cannot be written"),
+    ("sweep", [str(REPO / "configs" / "sweeps" / "example.yaml"), "--refresh", "-1"], "--refresh: must be > 0"),
+    ("train", [TINY, "run.device=tpu"], "run.device must be auto, cpu, cuda or cuda:N"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "message"), BENCH_CASES)
+def test_scripts_refuse_bad_options_with_exit_2(script, args, message, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(f"{script}_script", REPO / "scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        code = module.main([*args, *(["--run-dir", str(tmp_path / "r")] if script == "train" else [])])
+    except SystemExit as exit_:  # argparse's usage error
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_sweep_into_a_file_exits_2(tmp_path, capsys):
+    pytest.importorskip("ray")
+    (tmp_path / "a_file").write_text("x")
+    spec = importlib.util.spec_from_file_location("sweep_script", REPO / "scripts" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main([str(REPO / "configs" / "sweeps" / "example.yaml"), "--sweep-dir", str(tmp_path / "a_file")])
+    err = capsys.readouterr().err
+    assert code == 2 and "sweep directory" in err and "is a file" in err and "Traceback" not in err, err
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -75,7 +75,8 @@ class TaskInferenceMonitor(BaseCallback):
     """How well the inferred task ids match the true games, and what the per-task replay buffers hold.
 
     The logger knows the true game (``info['game']``) although the agent does not, so it scores the inference live:
-    ``task/ari`` (adjusted Rand index of inferred ids against games, over all steps of this process),
+    ``task/ari`` (adjusted Rand index of inferred ids against games, over all steps of the run: the counts are kept
+    in the agent, ``ContinualDQN.task_inference_record``, and so saved with its checkpoints),
     ``task/switch_delay`` (agent steps from a true switch to the inferred id's change, at each detection),
     ``task/true_switches``, ``task/detected_switches``, ``task/spurious_switches``; and ``replay/task_<k>/size``,
     ``replay/bytes_allocated`` (all buffers), ``replay/bytes_filled`` and ``replay/freed_buffers``.
@@ -88,6 +89,11 @@ class TaskInferenceMonitor(BaseCallback):
         self.every = every
         self.agreement = TaskAgreement()
         self.detector = SwitchDetector()
+
+    def _on_training_start(self) -> None:
+        if self.model.task_inference_record is None:  # a new run; a resumed one goes on with its saved counts
+            self.model.task_inference_record = (self.agreement, self.detector)
+        self.agreement, self.detector = self.model.task_inference_record
 
     def _on_step(self) -> bool:
         done = bool(self.locals["dones"][0])

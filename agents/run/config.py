@@ -412,10 +412,13 @@ def settings_in_use(config: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten_settings(config.to_dict()).items() if not k.startswith(unused)}
 
 
+RESUME_MAY_CHANGE = ("run.", "eval.", "log.")  # sections a resume may change: how a run is driven, not what it is
+
+
 def run_identity(config: Config) -> dict[str, Any]:
-    """The settings that define what a run is (``settings_in_use`` without ``run.*`` and ``eval.*``, which a resume
-    may change): saved in each checkpoint, and compared with the config a run is resumed with."""
-    return {k: v for k, v in settings_in_use(config).items() if not k.startswith(("run.", "eval."))}
+    """The settings that define what a run is (``settings_in_use`` without the ``RESUME_MAY_CHANGE`` sections): saved
+    in each checkpoint, and compared with the config a run is resumed with."""
+    return {k: v for k, v in settings_in_use(config).items() if not k.startswith(RESUME_MAY_CHANGE)}
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -39,7 +39,15 @@ from agents.run.checkpoints import (
     newest_valid_checkpoint,
     replay_path,
 )
-from agents.run.config import Config, ConfigError, flatten_settings, load_config, run_identity, save_config
+from agents.run.config import (
+    RESUME_MAY_CHANGE,
+    Config,
+    ConfigError,
+    flatten_settings,
+    load_config,
+    run_identity,
+    save_config,
+)
 from agents.run.lock import LOCK_NAME, DirectoryError, directory_lock, directory_problem
 from agents.run.plasticity import PlasticityCallback
 from agents.run.rng import restore_rng_state
@@ -287,7 +295,7 @@ def check_identity(saved: dict[str, Any] | None, config: Config, checkpoint: Pat
         raise ConfigError(
             f"{checkpoint} was trained with other settings than {checkpoint.parent.parent / CONFIG_NAME} now holds: "
             f"{shown}{more}. Put back the config the run was started with, or start a new run with --run-dir "
-            "(only run.* and eval.* may change on --resume)"
+            "(only run.*, eval.* and log.* may change on --resume)"
         )
 
 
@@ -312,11 +320,11 @@ def _resume_overrides(saved: Config, wanted: Config) -> Config:
             f"--resume with {', '.join(shape)} changed: that changes the network shape, so the run's checkpoints "
             "cannot be loaded into it. Resume without it, or start a new run with --run-dir"
         )
-    fixed = [k for k in changed if not k.startswith(("run.", "eval.", "log."))]
+    fixed = [k for k in changed if not k.startswith(RESUME_MAY_CHANGE)]
     if fixed:
         raise ConfigError(
-            f"--resume cannot change {', '.join(fixed)}: the checkpoint was trained with the saved values. Only run.* "
-            "and eval.* settings may be overridden on resume; start a new run for the others"
+            f"--resume cannot change {', '.join(fixed)}: the checkpoint was trained with the saved values. Only run.*, "
+            "eval.* and log.* settings may be overridden on resume; start a new run for the others"
         )
     return wanted
 

@@ -105,6 +105,8 @@ class ContinualDQN(DQN):
         self.checkpoint_format = CHECKPOINT_FORMAT
         self.rng_state: dict[str, Any] | None = None  # captured by `save`, restored by agents.run.training.resume
         self.run_identity: dict[str, Any] = {}  # the settings that define the run (set by agents.run.training)
+        # agents.run.callbacks.TaskInferenceMonitor's counts, saved so that a resumed run's scores cover the whole run
+        self.task_inference_record: Any = None
         self.current_task = -1
         self.n_tasks_created = 0
         self.task_switches = 0
