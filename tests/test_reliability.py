@@ -427,3 +427,19 @@ def test_rng_state_round_trip_replays_the_same_draws(tiny_config):
     stream.close()
     np.testing.assert_array_equal(draws[0], again[0])
     assert torch.equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def test_the_run_identity_ignores_settings_added_or_removed_since_the_checkpoint(tiny_config, tmp_path):
+    import json
+
+    from agents.run.config import ConfigError, run_identity
+    from agents.run.training import check_identity
+
+    saved = json.loads(json.dumps(run_identity(tiny_config)))
+    assert not any(k.startswith(("run.", "eval.", "log.")) for k in saved) and saved["agent.gamma"] == 0.99
+    saved.pop("agent.n_step")  # a setting the code gained since the checkpoint
+    saved["agent.retired"] = 3  # and one it lost
+    check_identity(saved, tiny_config, tmp_path / "step_0000000100.zip")
+    saved["agent.gamma"] = 0.5
+    with pytest.raises(ConfigError, match=r"agent.gamma: 0.5 in the checkpoint, 0.99 now\. Put back the config"):
+        check_identity(saved, tiny_config, tmp_path / "step_0000000100.zip")

@@ -279,18 +279,16 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), callbacks: Sequence[Bas
 
 
 def check_identity(saved: dict[str, Any] | None, config: Config, checkpoint: Path) -> None:
-    """Refuse to resume ``checkpoint`` with a config that defines another run (``run_identity``): every differing
-    key is listed with the checkpoint's value and the config's."""
+    """Refuse to resume ``checkpoint`` with a config that defines another run (``run_identity``): every key whose
+    value differs is listed with the checkpoint's value and the config's."""
     if saved is None:
         warnings.warn(f"{checkpoint} records no run identity (older version): its config is not checked", stacklevel=2)
         return
     now = json.loads(json.dumps(run_identity(config)))  # as the checkpoint's JSON holds it (tuples become lists)
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    # A setting only one side knows was added or removed since the checkpoint: its code's behaviour then is the run's
+    differ = sorted(k for k in saved.keys() & now.keys() if saved[k] != now[k])
     if differ:
-        absent = "(absent)"
-        shown = "; ".join(
-            f"{k}: {saved.get(k, absent)!r} in the checkpoint, {now.get(k, absent)!r} now" for k in differ[:8]
-        )
+        shown = "; ".join(f"{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now" for k in differ[:8])
         more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
         raise ConfigError(
             f"{checkpoint} was trained with other settings than {checkpoint.parent.parent / CONFIG_NAME} now holds: "
