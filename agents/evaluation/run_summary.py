@@ -105,7 +105,7 @@ def format_summary(
         lines.append(f"  {name}: {_story(v, sequence)}")
     if plot is not None:
         lines.append(f"plot of every game's score over the run: {plot}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _cell(value: float) -> str:
