@@ -174,19 +174,6 @@ def test_resuming_with_a_replaced_config_is_refused_with_the_differing_keys(fini
     assert _digest(run_dir) == before
 
 
-def test_resuming_with_run_and_eval_changes_is_accepted(finished_run, tmp_path):
-    run_dir = _copy(finished_run, tmp_path)
-    for _, path in list_checkpoints(run_dir / "checkpoints"):
-        if path.name != "step_0000000400.zip":
-            path.unlink()
-    config = (run_dir / "config.yaml").read_text().replace("threads: 1", "threads: 2")  # run.threads
-    (run_dir / "config.yaml").write_text(config)
-    result = subprocess.run(
-        [*TRAIN, "--resume", str(run_dir), "eval.episodes=1"], capture_output=True, text=True, cwd=REPO, timeout=600
-    )
-    assert result.returncode == 0 and "at agent step 400 of 500" in result.stdout, result.stderr
-
-
 BENCH_CASES = [
     ("bench_distillation", ["--steps", "0"], "argument --steps: must be >= 1"),
     ("bench_distillation", ["--updates", "-1"], "argument --updates: must be >= 1"),
