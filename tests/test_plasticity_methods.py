@@ -131,7 +131,7 @@ def test_cchain_is_zero_while_the_network_is_unchanged_and_measures_the_last_upd
     method.before_update(0)
     expected = 2.0 * (net(states) - q_previous).pow(2).sum(1).mean()
     torch.testing.assert_close(method.penalty(0)["churn"], expected)  # 2 · (0.25 + 1) = 2.5
-    assert float(expected) == pytest.approx(2.5)
+    assert expected.item() == pytest.approx(2.5)
     method.on_task_switch(0, 1)
     method.before_update(1)
     assert method.penalty(1) == {}
