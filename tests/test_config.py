@@ -6,7 +6,9 @@ from agents.run.config import ConfigError, apply_override, config_from_dict, loa
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "ewc_paper", "cora_atari"])
+@pytest.mark.parametrize(
+    "name", ["first_run", "atari", "tiny", "ewc_paper", "cora_atari", "minatar", "minatar_table", "generative_replay"]
+)
 def test_presets_load_and_validate(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.sequence.build().total_steps > 0
