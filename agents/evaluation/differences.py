@@ -25,7 +25,7 @@ import numpy as np
 from cl_rl.retention import Interval, difference_interval, iqm, mean, stratified_bootstrap
 
 SOURCE_MARK = "@"  # row name <method>@<task source>
-COMPARED = {  # key: (title, metric of the table, statistic)
+COMPARED = {  # key: (title, metric of the table); pooled: IQM over seeds × games, one game: mean over seeds
     "final": ("final score", "final"),
     "worst_drop": ("worst drop ↓ (pooled)", "worst_drop"),
     "worst_drop_game": ("worst drop ↓ on {game}", "worst_drop"),
@@ -67,7 +67,11 @@ def pairs(rows: Sequence[str], finetune: str) -> list[tuple[str, str]]:
         base = finetune if source is None else f"{finetune}{SOURCE_MARK}{source}"
         if method != finetune and base in rows:
             against_finetune.append((row, base))
-    price = [(split_row(row)[0], row) for row in rows if split_row(row)[1] and split_row(row)[0] in rows]
+    price = []
+    for row in rows:
+        method, source = split_row(row)
+        if source is not None and method in rows:
+            price.append((method, row))
     return against_finetune + price
 
 
