@@ -5,8 +5,8 @@ Criterion of a method at one value of its strength: ½ · (final + 1 − worst d
 the means over the sweep's seeds × games of the retention table's metrics (``cl_rl.retention``) on
 reference-normalised scores (0 random play, 1 the single-task reference of the table). It weighs ending well and
 never losing much equally; both are 1 for an agent that ends at the reference and never drops. A game without a
-scale (reference not above random) is left out. The highest criterion wins; a tie goes to the value the sweep lists
-first.
+scale (reference not above random) is left out. The highest criterion wins; a tie goes to the smaller value
+(``read_candidates`` lists each method's values in increasing order).
 
 The chosen values go into a YAML file, method → {config key: value} (``bench_retention.py --tuned``), applied to that
 method's rows only: memory per task is ``agent.buffer_size``, a setting every method has.
@@ -131,7 +131,7 @@ def _run_means(run_dir: Path, reference: Mapping[str, float]) -> tuple[float, fl
 
 
 def choose(candidates: Sequence[Candidate]) -> dict[str, Candidate]:
-    """Per method, the candidate with the highest criterion (the first listed on a tie)."""
+    """Per method, the candidate with the highest criterion (the first listed, the smaller value, on a tie)."""
     best: dict[str, Candidate] = {}
     for candidate in candidates:
         if candidate.method not in best or candidate.criterion > best[candidate.method].criterion:
