@@ -393,7 +393,7 @@ def _train_or_resume(data: dict[str, Any], path: Path, log_path: Path) -> dict[s
     info = {
         "finished": result.interrupted is None and result.model.num_timesteps >= config.sequence.build().total_steps,
         "interrupted": result.interrupted,
-        "steps": int(result.model.num_timesteps),
+        "steps": int(result.model.num_timesteps if result.stopped_at is None else result.stopped_at),
         "updates": int(result.model._n_updates),
         "seconds": earlier + result.seconds,
     }

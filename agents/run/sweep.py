@@ -258,7 +258,7 @@ def run_one(run_dir: str, config: dict[str, Any], evaluate: str = "segments") ->
         result = resume(path, callbacks=[progress])
     else:
         return {"run_dir": run_dir, "state": "done", "interrupted": None}
-    progress.finish(result.interrupted or "finished")
+    progress.finish(result.interrupted or "finished", result.stopped_at)
     final = run_state(path, cfg.sequence.build().total_steps)
     if final == "done" and evaluate != "none":
         from agents.evaluation.retention_eval import evaluate_run  # plays the games: only where a run finished
@@ -301,9 +301,12 @@ class ProgressCallback(BaseCallback):
             self._write()
         return True
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, step: int | None = None) -> None:
+        """The run's end: ``status`` and, if it was stopped, the ``step`` it stopped at (its checkpoint's)."""
         if self.state:
             self.state["status"] = status
+            if step is not None:
+                self.state["step"] = step
             self._write()
 
     def _write(self) -> None:
