@@ -60,7 +60,8 @@ class Difference:
 
 def pairs(rows: Sequence[str], finetune: str) -> list[tuple[str, str]]:
     """(row, compared row) of every comparison: each row against fine-tuning of its task source (when the table
-    has that row), then each method against its ``@<source>`` row (inferred minus true task ids)."""
+    has that row), then each method against its ``@<source>`` row (the table's task source minus the row's: with
+    ``fmn`` for the table and ``@oracle`` rows, inferred minus true task ids)."""
     against_finetune = []
     for row in rows:
         method, source = split_row(row)
