@@ -63,9 +63,7 @@ class MemoryProbe(BaseCallback):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "config", nargs="?", default="configs/atari.yaml", help="config to soak (default: %(default)s)"
-    )
+    parser.add_argument("config", nargs="?", default="configs/atari.yaml", help="config to soak (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="overrides such as agent.buffer_size=5000")
     parser.add_argument(
         "--minutes", type=float, default=60.0, help="wall-clock minutes of training (default: %(default)s)"
