@@ -11,6 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from agents.run.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
+from agents.sb3.continual_dqn import StopAtBoundary
 from agents.sb3.replay import buffer_nbytes
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import has_human_score, human_normalized_score
@@ -209,7 +210,8 @@ class StopRequest:
 
 
 class GracefulStopCallback(BaseCallback):
-    """On a stop request: finish the current step, write a checkpoint (unless this step already has one), stop."""
+    """On a stop request: finish the current step, write a checkpoint (unless this step already has one), and end
+    ``learn`` there, before the next step begins (``StopAtBoundary``)."""
 
     model: ContinualDQN  # the agent whose step boundaries this callback watches
 
@@ -222,16 +224,16 @@ class GracefulStopCallback(BaseCallback):
         self.model.step_boundary_hooks.append(self.at_boundary)
 
     def at_boundary(self) -> None:
-        """Between two steps: on a stop request, checkpoint this whole step; ``_on_step`` then ends ``learn``."""
-        if not self.request.requested or self.stopped_at is not None:
+        """Between two steps: on a stop request, checkpoint this whole step and end ``learn``."""
+        if not self.request.requested:
             return
         self.stopped_at = self.model.num_timesteps
         if self.checkpoints.last_saved != checkpoint_path(self.checkpoints.directory, self.stopped_at):
             self.checkpoints.save()
+        raise StopAtBoundary
 
     def _on_step(self) -> bool:
-        # The step begun after the boundary is dropped: a resumed run starts again from the checkpoint's step.
-        return self.stopped_at is None
+        return True
 
     def _on_training_end(self) -> None:
         self.model.step_boundary_hooks.remove(self.at_boundary)

@@ -22,7 +22,7 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
@@ -37,6 +37,10 @@ from cl_rl.task_modulation import shared_parameters
 from cl_rl.task_source import OracleTaskSource, TaskSource
 
 CHECKPOINT_FORMAT = 2  # raise when saved state changes incompatibly; agents.run.checkpoints refuses other formats
+
+
+class StopAtBoundary(Exception):
+    """Raised by a ``ContinualDQN.step_boundary_hooks`` hook to end ``learn`` there, between two whole steps."""
 
 
 class ContinualDQN(DQN):
@@ -162,7 +166,10 @@ class ContinualDQN(DQN):
             due = train_freq.frequency - (self.num_timesteps // self.n_envs) % train_freq.frequency
             left = (self._total_timesteps - self.num_timesteps) // self.n_envs  # nor past the end of `learn`
             train_freq = TrainFreq(max(min(due, left), 1), train_freq.unit)
-        return super().collect_rollouts(env, callback, train_freq, *args, **kwargs)
+        try:
+            return super().collect_rollouts(env, callback, train_freq, *args, **kwargs)
+        except StopAtBoundary:  # a graceful stop: the steps so far are whole, the next one is not begun
+            return RolloutReturn(0, 0, continue_training=False)
 
     def _excluded_save_params(self) -> list[str]:
         # Methods hold references to the live network: they are saved through their state_dict() (`method_state`).
