@@ -1,4 +1,4 @@
-"""Agent steps per second of stock stable-baselines3 DQN against this agent, plus memory (GitHub issue 7).
+"""Agent steps per second of stock stable-baselines3 DQN against this agent, plus memory.
 
 Three variants run on the same game, seed and hyperparameters (batch, one update per ``train_freq`` agent steps,
 buffer size, Nature CNN, learning rate, ε):

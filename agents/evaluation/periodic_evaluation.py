@@ -149,11 +149,31 @@ class PeriodicEvaluationCallback(BaseCallback):
         self.segment_ends, self.every = set(segment_ends), every
         self.episodes, self.epsilon, self.task_source, self.seed = episodes, epsilon, task_source, seed
         self.history: list[tuple[int, list[GameEvaluation]]] = []
+        self._boundary = -1  # the agent step of the latest step boundary seen
+
+    def _on_training_start(self) -> None:
+        # Evaluated between steps S and S + 1, where the checkpoint of step S is taken (``ContinualDQN.
+        # step_boundary_hooks``): after step S's updates, so the scores logged at S are those of the weights the
+        # checkpoint of S holds (a checkpoint scored again gives the logged scores), and a run resumed from S does
+        # not evaluate S again.
+        self._boundary = self.model.num_timesteps
+        self.model.step_boundary_hooks.append(self.at_boundary)
 
     def _on_step(self) -> bool:
-        if self.num_timesteps in self.segment_ends or (self.every and self.num_timesteps % self.every == 0):
-            self.evaluate()
         return True
+
+    def at_boundary(self) -> None:
+        step = self.model.num_timesteps
+        if step != self._boundary:
+            self._boundary = step
+            if step in self.segment_ends or (self.every and step % self.every == 0):
+                self.num_timesteps = step
+                self.evaluate()
+
+    def _on_training_end(self) -> None:
+        self.model.step_boundary_hooks.remove(self.at_boundary)
+        if self.model.num_timesteps == self.model._total_timesteps:  # learn ran to its end: the last step is whole
+            self.at_boundary()
 
     def evaluate(self) -> list[GameEvaluation]:
         """Score every game now, log it under ``eval/`` at the current step, and keep it in ``history``."""

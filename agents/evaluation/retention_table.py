@@ -1,4 +1,4 @@
-"""The retention table (issue 14): every method × seed trained on one preset, plus single-task references.
+"""The retention table: every method × seed trained on one preset, plus single-task references.
 
 ``plan_runs`` turns a preset (a YAML config whose sequence revisits its games) into runs: each method × seed as an
 ordinary continual run, and each game of the sequence alone for as many agent steps as it gets in the whole sequence
@@ -209,7 +209,7 @@ def plan_runs(
     sequence = scaled_sequence(load_config(preset, list(overrides)).sequence.build(), steps_scale)
     overrides = [*overrides, f"run.threads={threads}"]
     specs = []
-    # Seed-major, references first: a table cut short (or grown across sessions) has every method and its
+    # Seed-major, references first: a table cut short (or grown over several invocations) has every method and its
     # normalisation at the seeds it reached, rather than some methods at every seed and others at none.
     for seed in seeds:
         for game, steps in steps_per_game(sequence).items():
@@ -610,7 +610,7 @@ def build_table(
 ) -> Table:
     """Read every run of ``specs`` back from ``out`` and compute each method's metrics.
 
-    ``finished_only``: build from the runs finished so far (a table still running, or grown across sessions); the
+    ``finished_only``: build from the runs finished so far (a table still running, or grown over several calls); the
     notes say how many seeds each method has. ``rescore``: score every run's checkpoints again (``read_run``).
     """
     if finished_only:
