@@ -61,7 +61,7 @@ def read_diagnostics(run_dir: Path, label: str | None = None) -> RunDiagnostics:
 
 def diagnostics_figure(runs: Sequence[RunDiagnostics], title: str = "Plasticity diagnostics over the run") -> Figure:
     """One panel per diagnostic, one line per run; the first run's segments shaded alternately."""
-    fig = Figure(figsize=(13, 9), layout="constrained")
+    fig = Figure(figsize=(13, 9.5), layout="constrained")
     axes = fig.subplots(4, 2, sharex=True).ravel()
     for ax, (tag, name) in zip(axes, PANELS.items(), strict=True):
         _shade_segments(ax, runs[0].sequence, None)
@@ -72,7 +72,8 @@ def diagnostics_figure(runs: Sequence[RunDiagnostics], title: str = "Plasticity 
         ax.grid(alpha=0.3)
     for ax in axes[-2:]:
         ax.set_xlabel("agent step")
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(runs), 7), fontsize=9)
     fig.suptitle(title)
     return fig
 
