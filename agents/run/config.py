@@ -215,7 +215,7 @@ class LogConfig:
     """What a run logs besides SB3's own scalars (agents/run/plasticity.py)."""
 
     # agent steps between the plasticity diagnostics (plasticity/…: dormant units, feature ranks, norms, churn; 0:
-    # only at task switches); 1,000 costs about 1 % of a MinAtar run (docs/PLASTICITY.md, scripts/bench_speed.py)
+    # only at task switches); 1,000 costs about 0.5 % of a MinAtar run (docs/PLASTICITY.md, scripts/bench_speed.py)
     plasticity_every: int = 1_000
     probe_size: int = 256  # states of each task's replay memory in its fixed probe batch
     dormant_tau: float = 0.025  # a unit is τ-dormant when its normalised mean activation is <= τ (Sokar et al. 2023)
