@@ -85,8 +85,11 @@ variant merged games, opened new tasks on revisits and on a game's later phases,
     so the threshold could not move either way. A row's count is what the game is rather than where its objects are:
     a Freeway row always holds one car and its trail, an Asterix row one thing or nothing, a Breakout row of bricks
     ten; so the counts separate games (Asterix from a young Freeway by ~10 novel features) and hardly vary within
-    one (below one novel feature per window once a task has seen two). Per-channel counts were tried and rejected:
-    Freeway's trail channels hold a random number of its eight cars each episode, so they split Freeway.
+    one (about one novel feature per window once a task has seen two episodes, none after eight). Per-channel
+    counts were tried and rejected: Freeway's trail channels hold a random number of its eight cars each episode,
+    so they split Freeway. Known limit: the agent's own object adds one to the count of the row it is in, so a
+    young task (Freeway's first episodes) can still meet novel row counts when the agent climbs (docs/
+    TASK_INFERENCE.md).
 
 Cost: an image stream costs ~11 µs per Atari agent step (under 1% of the ALE's). A grid stream costs a few µs of CPU
 per MinAtar agent step, most in streams with short episodes (Breakout's ~9-step episodes each end a window); the
