@@ -32,7 +32,7 @@ games can be averaged. A missing evaluation is NaN and is skipped where a metric
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,14 +100,7 @@ def worst_drop(matrix: np.ndarray, trained: Sequence[int]) -> np.ndarray:
     matrix, trained = _check(matrix, trained)
     out = np.full(matrix.shape[1], np.nan)
     for j in range(matrix.shape[1]):
-        best, drops = -np.inf, []
-        for t, g in enumerate(trained):
-            if np.isnan(matrix[t, j]):
-                continue
-            if best > -np.inf:
-                drops.append(best - matrix[t, j])
-            if g == j:
-                best = max(best, matrix[t, j])
+        drops = [best - score for best, score in _after_own_best(matrix, trained, j)]
         if drops:
             out[j] = max(drops)
     return out
@@ -125,17 +118,23 @@ def kept_fraction(matrix: np.ndarray, trained: Sequence[int], random: np.ndarray
     random = _per_game(random, matrix.shape[1], "random")
     out = np.full(matrix.shape[1], np.nan)
     for j in range(matrix.shape[1]):
-        best, shares = -np.inf, []
-        for t, g in enumerate(trained):
-            if np.isnan(matrix[t, j]):
-                continue
-            if best > random[j]:
-                shares.append((matrix[t, j] - random[j]) / (best - random[j]))
-            if g == j:
-                best = max(best, matrix[t, j])
+        b = random[j]
+        shares = [(score - b) / (best - b) for best, score in _after_own_best(matrix, trained, j) if best > b]
         if shares:
             out[j] = min(shares)
     return out
+
+
+def _after_own_best(matrix: np.ndarray, trained: Sequence[int], j: int) -> Iterator[tuple[float, float]]:
+    """(best score of game ``j`` after its own segments so far, its score now) at every later scored segment end."""
+    best = -np.inf
+    for t, g in enumerate(trained):
+        if np.isnan(matrix[t, j]):
+            continue
+        if best > -np.inf:
+            yield best, float(matrix[t, j])
+        if g == j:
+            best = max(best, matrix[t, j])
 
 
 def backward_transfer(matrix: np.ndarray, trained: Sequence[int]) -> tuple[float, np.ndarray]:
