@@ -24,13 +24,12 @@ from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from agents.evaluation.play import GameEvaluation, play_game
 from agents.run.config import EvalConfig
 from agents.run.rng import capture_rng_state, restore_rng_state
-from agents.sb3.continual_dqn import ContinualDQN
+from agents.sb3.continual_dqn import AtStepBoundary, ContinualDQN
 from cl_rl.retention import total_clipped
 from cl_rl.task_source import OracleTaskSource, TaskSource
 from envs.atari import AtariSettings
@@ -117,7 +116,7 @@ def unrecognised(results: Sequence[GameEvaluation], trained: Collection[str]) ->
     return [r.game for r in results if r.game in trained and r.task >= r.known_tasks]
 
 
-class PeriodicEvaluationCallback(BaseCallback):
+class PeriodicEvaluationCallback(AtStepBoundary):
     """Evaluates every game at each segment end and every ``every`` agent steps (0: segment ends only).
 
     Logs ``eval/<Game>/score`` (raw mean score), ``eval/<Game>/hns``, ``eval/<Game>/task`` (the task id that played
@@ -143,37 +142,17 @@ class PeriodicEvaluationCallback(BaseCallback):
         seed: int = 0,
         trained_from: Mapping[str, int] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(segment_ends, every)
         self.games, self.settings = list(games), settings
         self.trained_from = dict(trained_from or {})
-        self.segment_ends, self.every = set(segment_ends), every
         self.episodes, self.epsilon, self.task_source, self.seed = episodes, epsilon, task_source, seed
         self.history: list[tuple[int, list[GameEvaluation]]] = []
-        self._boundary = -1  # the agent step of the latest step boundary seen
 
-    def _on_training_start(self) -> None:
-        # Evaluated between steps S and S + 1, where the checkpoint of step S is taken (``ContinualDQN.
-        # step_boundary_hooks``): after step S's updates, so the scores logged at S are those of the weights the
-        # checkpoint of S holds (a checkpoint scored again gives the logged scores), and a run resumed from S does
-        # not evaluate S again.
-        self._boundary = self.model.num_timesteps
-        self.model.step_boundary_hooks.append(self.at_boundary)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def at_boundary(self) -> None:
-        step = self.model.num_timesteps
-        if step != self._boundary:
-            self._boundary = step
-            if step in self.segment_ends or (self.every and step % self.every == 0):
-                self.num_timesteps = step
-                self.evaluate()
-
-    def _on_training_end(self) -> None:
-        self.model.step_boundary_hooks.remove(self.at_boundary)
-        if self.model.num_timesteps == self.model._total_timesteps:  # learn ran to its end: the last step is whole
-            self.at_boundary()
+    def act(self) -> None:
+        # Evaluated between steps S and S + 1, where the checkpoint of step S is taken (``AtStepBoundary``): after
+        # step S's updates, so the scores logged at S are those of the weights the checkpoint of S holds (a
+        # checkpoint scored again gives the logged scores), and a run resumed from S does not evaluate S again.
+        self.evaluate()
 
     def evaluate(self) -> list[GameEvaluation]:
         """Score every game now, log it under ``eval/`` at the current step, and keep it in ``history``."""

@@ -11,7 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from agents.run.checkpoints import checkpoint_path, list_checkpoints, replay_path, write_atomically
-from agents.sb3.continual_dqn import StopAtBoundary
+from agents.sb3.continual_dqn import AtStepBoundary, StopAtBoundary
 from agents.sb3.replay import buffer_nbytes
 from cl_rl.task_metrics import SwitchDetector, TaskAgreement
 from envs.scores import has_human_score, human_normalized_score
@@ -130,7 +130,7 @@ class TaskInferenceMonitor(BaseCallback):
         self.logger.record("replay/freed_buffers", replay.freed)
 
 
-class SegmentCheckpointCallback(BaseCallback):
+class SegmentCheckpointCallback(AtStepBoundary):
     """Saves the model at every segment end and every ``every`` agent steps (0: segment ends only).
 
     A checkpoint at step S is taken between steps S and S + 1 (``ContinualDQN.step_boundary_hooks``): step S's
@@ -145,32 +145,14 @@ class SegmentCheckpointCallback(BaseCallback):
     def __init__(
         self, directory: Path, segment_ends: list[int], every: int = 0, keep: int = 0, save_replay: bool = False
     ) -> None:
-        super().__init__()
+        super().__init__(segment_ends, every)
         self.directory = Path(directory)
-        self.segment_end_steps = set(segment_ends)
-        self.every, self.keep, self.save_replay = every, keep, save_replay
+        self.keep, self.save_replay = keep, save_replay
         self.last_saved: Path | None = None
         self.failed: list[str] = []  # a line for each checkpoint that could not be written
-        self._boundary = -1  # the agent step of the latest boundary seen
 
-    def _on_training_start(self) -> None:
-        self._boundary = self.model.num_timesteps  # where this process starts: on disk already, or step 0
-        self.model.step_boundary_hooks.append(self.at_boundary)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def at_boundary(self) -> None:
-        step = self.model.num_timesteps
-        if step != self._boundary:
-            self._boundary = step
-            if step in self.segment_end_steps or (self.every and step % self.every == 0):
-                self.save()
-
-    def _on_training_end(self) -> None:
-        self.model.step_boundary_hooks.remove(self.at_boundary)
-        if self.model.num_timesteps == self.model._total_timesteps:  # learn ran to its end: the last step is whole
-            self.at_boundary()
+    def act(self) -> None:
+        self.save()
 
     def save(self) -> Path | None:
         """Write the checkpoint of this step; None (and a warning) if the write failed."""
@@ -192,7 +174,7 @@ class SegmentCheckpointCallback(BaseCallback):
     def _prune(self) -> None:
         if not self.keep:
             return
-        periodic = [p for step, p in list_checkpoints(self.directory) if step not in self.segment_end_steps]
+        periodic = [p for step, p in list_checkpoints(self.directory) if step not in self.segment_ends]
         for path in periodic[: -self.keep]:
             path.unlink(missing_ok=True)
             replay_path(path).unlink(missing_ok=True)

@@ -13,13 +13,14 @@ task: ``_setup_model``, ``_setup_learn``, ``_sample_action``, ``_store_transitio
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, TrainFrequencyUnit
@@ -41,6 +42,42 @@ CHECKPOINT_FORMAT = 2  # raise when saved state changes incompatibly; agents.run
 
 class StopAtBoundary(Exception):
     """Raised by a ``ContinualDQN.step_boundary_hooks`` hook to end ``learn`` there, between two whole steps."""
+
+
+class AtStepBoundary(BaseCallback):
+    """An SB3 callback that acts (``act``) between two whole agent steps (``ContinualDQN.step_boundary_hooks``: the
+    step stored and its updates done) at every segment end and every ``every`` agent steps (0: segment ends only),
+    once per step: the last step of ``learn`` included, the step a resumed process starts at not again."""
+
+    model: ContinualDQN
+
+    def __init__(self, segment_ends: Iterable[int], every: int = 0) -> None:
+        super().__init__()
+        self.segment_ends, self.every = set(segment_ends), every
+        self._boundary = -1  # the agent step of the latest boundary seen
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+    def _on_training_start(self) -> None:
+        self._boundary = self.model.num_timesteps  # where this process starts: done already, or step 0
+        self.model.step_boundary_hooks.append(self.at_boundary)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def at_boundary(self) -> None:
+        step = self.model.num_timesteps
+        if step != self._boundary:
+            self._boundary = step
+            if step in self.segment_ends or (self.every and step % self.every == 0):
+                self.num_timesteps = step
+                self.act()
+
+    def _on_training_end(self) -> None:
+        self.model.step_boundary_hooks.remove(self.at_boundary)
+        if self.model.num_timesteps == self.model._total_timesteps:  # learn ran to its end: the last step is whole
+            self.at_boundary()
 
 
 class ContinualDQN(DQN):
